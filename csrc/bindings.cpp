@@ -1,0 +1,172 @@
+// The Python binding layer: the only file that knows Python types.
+#include "engine.h"
+#include "model.h"
+#include "scorer.h"
+
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+namespace py = pybind11;
+using namespace drift;
+
+namespace {
+
+// Runs with the GIL released; takes it back only to let Ctrl-C through.
+void check_signals() {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {
+        throw py::error_already_set();
+    }
+}
+
+py::str utf8(const std::string & text) {
+    return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(text.data(), text.size(), "replace"));
+}
+
+py::array_t<float> to_numpy(std::vector<float> values) {
+    py::array_t<float> out(values.size());
+    std::copy(values.begin(), values.end(), out.mutable_data());
+    return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "drift-cpp native core over llama.cpp";
+
+    m.def("set_logging", &set_logging, py::arg("enabled"));
+    m.def("check_vocab_compatible", &check_vocab_compatible, py::arg("llm"), py::arg("slm"));
+
+    py::class_<Model>(m, "Model")
+        .def(py::init([](const std::string & path, int n_gpu_layers) {
+                 ModelParams params;
+                 params.n_gpu_layers = n_gpu_layers;
+                 return new Model(path, params);
+             }),
+             py::arg("path"), py::arg("n_gpu_layers") = 0, py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("path", &Model::path)
+        .def_property_readonly("description", &Model::description)
+        .def_property_readonly("n_vocab", &Model::n_vocab)
+        .def_property_readonly("chat_template", &Model::chat_template)
+        .def_property_readonly("bos_token", [](const Model & self) { return llama_vocab_bos(self.vocab()); })
+        .def_property_readonly("eos_token", [](const Model & self) { return llama_vocab_eos(self.vocab()); })
+        .def("meta", &Model::meta, py::arg("key"))
+        .def("token_text", [](const Model & self, int token) { return std::string(llama_vocab_get_text(self.vocab(), token)); })
+        .def("tokenize", &Model::tokenize, py::arg("text"), py::arg("add_special") = false, py::arg("parse_special") = true)
+        .def("detokenize", [](const Model & self, const std::vector<llama_token> & tokens) {
+            return py::bytes(self.detokenize(tokens));
+        })
+        .def("is_eog", &Model::is_eog);
+
+    py::class_<Scorer>(m, "Scorer")
+        .def(py::init([](const Model & model, int n_ctx, int n_batch, int n_threads) {
+                 ContextParams params;
+                 params.n_ctx = n_ctx;
+                 params.n_batch = n_batch;
+                 params.n_threads = n_threads;
+                 return new Scorer(model, params);
+             }),
+             py::arg("model"), py::arg("n_ctx") = 2048, py::arg("n_batch") = 512, py::arg("n_threads") = 0,
+             py::keep_alive<1, 2>())
+        .def_property_readonly("n_ctx", &Scorer::n_ctx)
+        .def(
+            "score",
+            [](Scorer & self, const std::vector<std::pair<std::vector<llama_token>, std::vector<llama_token>>> & pairs,
+               bool per_token, const std::function<void(int64_t)> & on_progress) {
+                std::vector<ScoreItem> items;
+                items.reserve(pairs.size());
+                for (const auto & [prompt, response] : pairs) {
+                    items.push_back({prompt, response});
+                }
+                std::vector<ScoreResult> results;
+                {
+                    py::gil_scoped_release release;
+                    results = self.score(items, per_token, [&](int64_t tokens) {
+                        check_signals();
+                        if (on_progress) {
+                            py::gil_scoped_acquire gil;
+                            on_progress(tokens);
+                        }
+                    });
+                }
+                py::list out;
+                for (auto & r : results) {
+                    out.append(py::make_tuple(r.logprob, to_numpy(std::move(r.token_logprobs))));
+                }
+                return out;
+            },
+            py::arg("items"), py::arg("per_token") = false, py::arg("on_progress") = nullptr)
+        .def_property_readonly("stats", [](const Scorer & self) {
+            const ScoreStats & s = self.stats();
+            py::dict d;
+            d["evaluated_tokens"] = s.evaluated_tokens;
+            d["naive_tokens"] = s.naive_tokens;
+            d["decode_calls"] = s.decode_calls;
+            return d;
+        });
+
+    py::class_<Engine>(m, "Engine")
+        .def(py::init([](const Model & llm, const Model & slm, int n_attributes, bool share_base, int n_ctx,
+                         int n_batch, int n_threads) {
+                 EngineParams params;
+                 params.n_ctx = n_ctx;
+                 params.n_batch = n_batch;
+                 params.n_threads = n_threads;
+                 return new Engine(llm, slm, n_attributes, share_base, params);
+             }),
+             py::arg("llm"), py::arg("slm"), py::arg("n_attributes"), py::arg("share_base"), py::arg("n_ctx") = 2048,
+             py::arg("n_batch") = 512, py::arg("n_threads") = 0, py::keep_alive<1, 2>(), py::keep_alive<1, 3>())
+        .def_property_readonly("n_attributes", &Engine::n_attributes)
+        .def_property_readonly("share_base", &Engine::share_base)
+        .def("sync", &Engine::sync, py::arg("llm_prompt"), py::arg("slm_prompts"),
+             py::call_guard<py::gil_scoped_release>())
+        .def(
+            "generate",
+            [](Engine & self, const std::vector<float> & weights, float beta, float temperature, int top_k,
+               float top_p, float min_p, uint32_t seed, int max_tokens, const std::vector<std::string> & stop,
+               bool entropy_stats, const std::function<void(py::str)> & on_piece) {
+                SamplingParams sampling;
+                sampling.temperature = temperature;
+                sampling.top_k = top_k;
+                sampling.top_p = top_p;
+                sampling.min_p = min_p;
+                sampling.seed = seed;
+                sampling.max_tokens = max_tokens;
+                sampling.stop = stop;
+                sampling.entropy_stats = entropy_stats;
+                GenerationResult r;
+                {
+                    py::gil_scoped_release release;
+                    r = self.generate(weights, beta, sampling, [&](const std::string & piece) {
+                        py::gil_scoped_acquire gil;
+                        if (PyErr_CheckSignals() != 0) {
+                            PyErr_Clear();  // Ctrl-C ends generation cleanly: finish_reason "interrupted"
+                            return false;
+                        }
+                        if (on_piece) {
+                            on_piece(utf8(piece));
+                        }
+                        return true;
+                    });
+                }
+                py::dict d;
+                d["text"] = utf8(r.text);
+                d["tokens"] = r.tokens;
+                d["finish_reason"] = r.finish_reason;
+                d["seconds"] = r.seconds;
+                d["entropy_plain_bits"] = r.entropy_plain_bits;
+                d["entropy_fused_bits"] = r.entropy_fused_bits;
+                return d;
+            },
+            py::arg("weights"), py::arg("beta"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
+            py::arg("min_p"), py::arg("seed"), py::arg("max_tokens"), py::arg("stop"), py::arg("entropy_stats"),
+            py::arg("on_piece") = nullptr)
+        .def("logits", [](const Engine & self, int sequence) { return to_numpy(self.logits(sequence)); })
+        .def("fused_logits", [](const Engine & self, const std::vector<float> & weights, float beta) {
+            return to_numpy(self.fused_logits(weights, beta));
+        })
+        .def("raw_steps", &Engine::raw_steps, py::arg("n"), py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("kv_bytes", &Engine::kv_bytes);
+}

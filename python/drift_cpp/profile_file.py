@@ -1,0 +1,247 @@
+"""The on-disk JSON format of a Drift profile (the fitted user preference).
+
+Only the file format lives here: ProfileData, to_json / save / load with strict
+validation. Fitting and updating are done by the Profile class elsewhere.
+
+Every load (and save) problem is a DriftError with one line: "<path>: <what is wrong>",
+naming the offending field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+from .errors import DriftError
+from .fileio import atomic_write_text
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ProfileData:
+    """One profile as stored in JSON; the fields appear in the file in this order."""
+
+    schema_version: int
+    model: dict  # identity of the model the features were computed with (filled by the caller)
+    base: dict  # base prompt s_0: {"id", "name", "prompt"}
+    attributes: list  # attribute prompts s_i: [{"id", "name", "prompt"}, ...]
+    sums: list  # per-attribute sum over pairs of (W - L), same order as attributes
+    n_pairs: int
+    p: list  # unit-norm attribute weights, same order as attributes
+    selected: list  # attribute ids used for decoding, by |p| descending
+    decode_exclude: list  # attribute ids never used for decoding
+    options: dict  # fitting options: normalize, method, top, ...
+    pair_ids: list  # ids of the pairs already included (updates skip them)
+    created_at: str  # ISO 8601, UTC
+    updated_at: str  # ISO 8601, UTC
+    # Per-pair rows {"rows": [{"id": str, "w": [k floats], "l": [k floats]}, ...]}: needed by
+    # the logistic / bt methods, which cannot be updated from the sums alone.
+    features: Optional[dict] = None
+
+
+FIELDS = [f.name for f in dataclasses.fields(ProfileData)]
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 UTC string, e.g. 2025-01-31T12:00:00Z."""
+    return datetime.now(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _to_plain(obj):
+    """json.dumps default hook: numpy scalars and arrays become Python numbers and lists."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def to_json(data: ProfileData) -> str:
+    """The profile as JSON text: indent 2, keys in field order, NaN/inf refused."""
+    obj = {name: getattr(data, name) for name in FIELDS}
+    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_to_plain) + "\n"
+
+
+def save(path, data: ProfileData) -> None:
+    """Validate `data` exactly as load() would, then write it atomically to `path`."""
+    where = os.fspath(path)
+    try:
+        text = to_json(data)
+    except (TypeError, ValueError) as e:
+        raise DriftError(f"{where}: cannot serialize profile: {e}") from None
+    _validate(json.loads(text), where)
+    atomic_write_text(path, text)
+
+
+def load(path) -> ProfileData:
+    """Read and validate a profile file; any problem is a one-line DriftError."""
+    where = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise DriftError(f"{where}: file not found") from None
+    except UnicodeDecodeError:
+        raise DriftError(f"{where}: not UTF-8 text") from None
+    except OSError as e:
+        raise DriftError(f"{where}: cannot read: {e.strerror or e}") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DriftError(f"{where}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    return _validate(obj, where)
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+
+
+def _expect(obj: dict, name: str, kind: type, what: str):
+    if name not in obj:
+        raise _Invalid(f"missing field '{name}'")
+    value = obj[name]
+    ok = _is_int(value) if kind is int else isinstance(value, kind)
+    if not ok:
+        raise _Invalid(f"field '{name}' must be {what}, got {type(value).__name__}")
+    return value
+
+
+def _numbers(values: list, name: str, length: int) -> list:
+    if len(values) != length:
+        raise _Invalid(f"field '{name}' has {len(values)} entries but 'attributes' has {length}")
+    for i, x in enumerate(values):
+        if not _is_number(x):
+            raise _Invalid(f"field '{name}[{i}]' must be a finite number, got {x!r}")
+    return [float(x) for x in values]
+
+
+def _prompt_entry(entry, name: str) -> dict:
+    if not isinstance(entry, dict):
+        raise _Invalid(f"field '{name}' must be an object, got {type(entry).__name__}")
+    for key in ("id", "name", "prompt"):
+        if not isinstance(entry.get(key), str):
+            raise _Invalid(f"field '{name}.{key}' must be a string")
+    if not entry["id"]:
+        raise _Invalid(f"field '{name}.id' must not be empty")
+    return entry
+
+
+def _id_list(values: list, name: str, known: set) -> list:
+    seen = set()
+    for i, x in enumerate(values):
+        if not isinstance(x, str):
+            raise _Invalid(f"field '{name}[{i}]' must be a string, got {type(x).__name__}")
+        if known is not None and x not in known:
+            raise _Invalid(f"field '{name}' names unknown attribute '{x}'")
+        if x in seen:
+            raise _Invalid(f"field '{name}' lists '{x}' twice")
+        seen.add(x)
+    return values
+
+
+def _timestamp(value: str, name: str) -> str:
+    try:
+        # Python < 3.11 does not accept a trailing "Z".
+        t = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        raise _Invalid(f"field '{name}' is not an ISO 8601 time: {value!r}") from None
+    if t.utcoffset() != timedelta(0):
+        raise _Invalid(f"field '{name}' must be in UTC: {value!r}")
+    return value
+
+
+def _features(features, k: int):
+    if features is None:
+        return None
+    if not isinstance(features, dict):
+        raise _Invalid(f"field 'features' must be an object or null, got {type(features).__name__}")
+    rows = features.get("rows")
+    if not isinstance(rows, list):
+        raise _Invalid("field 'features.rows' must be a list")
+    for j, row in enumerate(rows):
+        name = f"features.rows[{j}]"
+        if not isinstance(row, dict):
+            raise _Invalid(f"field '{name}' must be an object, got {type(row).__name__}")
+        if not isinstance(row.get("id"), str):
+            raise _Invalid(f"field '{name}.id' must be a string")
+        for key in ("w", "l"):
+            if not isinstance(row.get(key), list):
+                raise _Invalid(f"field '{name}.{key}' must be a list")
+            row[key] = _numbers(row[key], f"{name}.{key}", k)
+    return features
+
+
+def _validate(obj: Any, where: str) -> ProfileData:
+    try:
+        return _check(obj)
+    except _Invalid as e:
+        raise DriftError(f"{where}: {e}") from None
+
+
+def _check(obj: Any) -> ProfileData:
+    if not isinstance(obj, dict):
+        raise _Invalid(f"top level must be a JSON object, got {type(obj).__name__}")
+    version = _expect(obj, "schema_version", int, "an integer")
+    if version != SCHEMA_VERSION:
+        raise _Invalid(f"field 'schema_version' is {version}, this version of drift-cpp reads {SCHEMA_VERSION}")
+    unknown = [name for name in obj if name not in FIELDS]
+    if unknown:
+        raise _Invalid(f"unknown field '{unknown[0]}'")
+
+    model = _expect(obj, "model", dict, "an object")
+    base = _prompt_entry(_expect(obj, "base", dict, "an object"), "base")
+    attributes = _expect(obj, "attributes", list, "a list")
+    if not attributes:
+        raise _Invalid("field 'attributes' must not be empty")
+    ids = set()
+    for i, entry in enumerate(attributes):
+        _prompt_entry(entry, f"attributes[{i}]")
+        if entry["id"] in ids:
+            raise _Invalid(f"field 'attributes' lists id '{entry['id']}' twice")
+        ids.add(entry["id"])
+    k = len(attributes)
+
+    sums = _numbers(_expect(obj, "sums", list, "a list"), "sums", k)
+    n_pairs = _expect(obj, "n_pairs", int, "an integer")
+    if n_pairs < 0:
+        raise _Invalid(f"field 'n_pairs' must be >= 0, got {n_pairs}")
+    p = _numbers(_expect(obj, "p", list, "a list"), "p", k)
+    selected = _id_list(_expect(obj, "selected", list, "a list"), "selected", ids)
+    decode_exclude = _id_list(_expect(obj, "decode_exclude", list, "a list"), "decode_exclude", ids)
+    options = _expect(obj, "options", dict, "an object")
+    pair_ids = _id_list(_expect(obj, "pair_ids", list, "a list"), "pair_ids", None)
+    created_at = _timestamp(_expect(obj, "created_at", str, "a string"), "created_at")
+    updated_at = _timestamp(_expect(obj, "updated_at", str, "a string"), "updated_at")
+    features = _features(obj.get("features"), k)
+
+    return ProfileData(
+        schema_version=version,
+        model=model,
+        base=base,
+        attributes=attributes,
+        sums=sums,
+        n_pairs=n_pairs,
+        p=p,
+        selected=selected,
+        decode_exclude=decode_exclude,
+        options=options,
+        pair_ids=pair_ids,
+        created_at=created_at,
+        updated_at=updated_at,
+        features=features,
+    )

@@ -1,0 +1,222 @@
+"""The profile JSON format: round trip, atomic save, one-line load errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from drift_cpp import profile_file as pf
+from drift_cpp.errors import DriftError
+
+
+def sample(**changes):
+    data = pf.ProfileData(
+        schema_version=pf.SCHEMA_VERSION,
+        model={"path": "/m/model.gguf", "name": "model", "size_bytes": 123, "sha256": "ab" * 32},
+        base={"id": "base", "name": "Base", "prompt": "You are an AI assistant."},
+        attributes=[
+            {"id": "concise", "name": "Concise", "prompt": "You are a concise AI assistant."},
+            {"id": "emotional", "name": "Emotional", "prompt": "You are an emotional AI assistant."},
+            {"id": "formal", "name": "Formal", "prompt": "You are a formal AI assistant."},
+        ],
+        sums=[1.5, -0.25, 0.1],
+        n_pairs=2,
+        p=[0.9838699100999074, -0.16397831834998457, 0.06559132733999383],
+        selected=["concise", "emotional"],
+        decode_exclude=["formal"],
+        options={"normalize": "mean", "method": "qp", "top": 2},
+        pair_ids=["pair-1", "pair-2"],
+        created_at="2025-01-31T12:00:00Z",
+        updated_at="2025-02-01T08:30:00+00:00",
+        features={"rows": [{"id": "pair-1", "w": [1.0, 0.0, 0.1], "l": [0.0, 0.5, 0.0]},
+                           {"id": "pair-2", "w": [0.5, 0.25, 0.0], "l": [0.0, 0.0, 0.0]}]},
+    )
+    for key, value in changes.items():
+        setattr(data, key, value)
+    return data
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "profile.json"
+    data = sample()
+    pf.save(path, data)
+    assert pf.load(path) == data
+    assert pf.to_json(pf.load(path)) == path.read_text(encoding="utf-8")
+
+
+def test_round_trip_without_features_and_with_numpy_values(tmp_path):
+    path = tmp_path / "profile.json"
+    p = np.array([0.6, 0.8, 0.0])
+    pf.save(path, sample(features=None, p=p, sums=np.float64(2.0) * p, n_pairs=2))
+    loaded = pf.load(path)
+    assert loaded.features is None
+    assert loaded.p == [0.6, 0.8, 0.0] and loaded.sums == [1.2, 1.6, 0.0]
+
+
+def test_json_layout_is_stable():
+    text = pf.to_json(sample())
+    assert text == pf.to_json(sample())
+    assert text.startswith('{\n  "schema_version": 1,\n  "model": {')
+    assert list(json.loads(text)) == [
+        "schema_version", "model", "base", "attributes", "sums", "n_pairs", "p", "selected",
+        "decode_exclude", "options", "pair_ids", "created_at", "updated_at", "features",
+    ]
+
+
+def test_utc_now_is_accepted(tmp_path):
+    path = tmp_path / "profile.json"
+    now = pf.utc_now()
+    assert now.endswith("Z")
+    pf.save(path, sample(created_at=now, updated_at=now))
+    assert pf.load(path).created_at == now
+
+
+def test_failed_replace_keeps_old_file_and_no_temp_files(tmp_path, monkeypatch):
+    path = tmp_path / "profile.json"
+    pf.save(path, sample())
+    old = path.read_bytes()
+
+    def broken_replace(src, dst):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        pf.save(path, sample(n_pairs=7))
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["profile.json"]
+
+
+def test_unserializable_or_invalid_data_is_not_written(tmp_path):
+    path = tmp_path / "profile.json"
+    pf.save(path, sample())
+    old = path.read_bytes()
+    with pytest.raises(DriftError, match="cannot serialize"):
+        pf.save(path, sample(p=[float("nan"), 0.0, 1.0]))
+    with pytest.raises(DriftError, match="'selected' names unknown attribute 'nope'"):
+        pf.save(path, sample(selected=["nope"]))
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["profile.json"]
+
+
+# --- load errors ----------------------------------------------------------------------
+
+
+def load_error(tmp_path, text):
+    path = tmp_path / "profile.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DriftError) as info:
+        pf.load(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    return message[len(f"{path}: "):]
+
+
+def with_field(name, value):
+    obj = json.loads(pf.to_json(sample()))
+    obj[name] = value
+    return json.dumps(obj)
+
+
+def without_field(name):
+    obj = json.loads(pf.to_json(sample()))
+    del obj[name]
+    return json.dumps(obj)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "profile.json"
+    with pytest.raises(DriftError, match=r"profile\.json: file not found$"):
+        pf.load(path)
+
+
+def test_not_json_names_line_and_column(tmp_path):
+    message = load_error(tmp_path, '{\n  "schema_version": 1,\n  oops\n}')
+    assert message.startswith("invalid JSON at line 3 column 3: ")
+
+
+def test_not_an_object(tmp_path):
+    assert load_error(tmp_path, "[1, 2]") == "top level must be a JSON object, got list"
+
+
+def test_wrong_schema_version(tmp_path):
+    assert "'schema_version' is 2" in load_error(tmp_path, with_field("schema_version", 2))
+    assert load_error(tmp_path, with_field("schema_version", "1")) == (
+        "field 'schema_version' must be an integer, got str")
+
+
+@pytest.mark.parametrize("name", [
+    "schema_version", "model", "base", "attributes", "sums", "n_pairs", "p", "selected",
+    "decode_exclude", "options", "pair_ids", "created_at", "updated_at",
+])
+def test_missing_field(tmp_path, name):
+    assert load_error(tmp_path, without_field(name)) == f"missing field '{name}'"
+
+
+def test_features_may_be_absent(tmp_path):
+    path = tmp_path / "profile.json"
+    path.write_text(without_field("features"), encoding="utf-8")
+    assert pf.load(path).features is None
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("model", [], "field 'model' must be an object, got list"),
+    ("base", "base", "field 'base' must be an object, got str"),
+    ("base", {"id": "base", "name": "Base"}, "field 'base.prompt' must be a string"),
+    ("attributes", {}, "field 'attributes' must be a list, got dict"),
+    ("attributes", [], "field 'attributes' must not be empty"),
+    ("attributes", [{"id": "a", "name": "A", "prompt": 3}], "field 'attributes[0].prompt' must be a string"),
+    ("sums", "1,2,3", "field 'sums' must be a list, got str"),
+    ("sums", [1.0, "x", 2.0], "field 'sums[1]' must be a finite number, got 'x'"),
+    ("sums", [1.0, True, 2.0], "field 'sums[1]' must be a finite number, got True"),
+    ("n_pairs", 2.0, "field 'n_pairs' must be an integer, got float"),
+    ("n_pairs", -1, "field 'n_pairs' must be >= 0, got -1"),
+    ("p", None, "field 'p' must be a list, got NoneType"),
+    ("selected", "concise", "field 'selected' must be a list, got str"),
+    ("selected", [1], "field 'selected[0]' must be a string, got int"),
+    ("decode_exclude", {}, "field 'decode_exclude' must be a list, got dict"),
+    ("options", [], "field 'options' must be an object, got list"),
+    ("pair_ids", ["a", 2], "field 'pair_ids[1]' must be a string, got int"),
+    ("pair_ids", ["a", "a"], "field 'pair_ids' lists 'a' twice"),
+    ("created_at", 5, "field 'created_at' must be a string, got int"),
+    ("created_at", "yesterday", "field 'created_at' is not an ISO 8601 time: 'yesterday'"),
+    ("updated_at", "2025-01-01T00:00:00+02:00", "field 'updated_at' must be in UTC: '2025-01-01T00:00:00+02:00'"),
+    ("updated_at", "2025-01-01T00:00:00", "field 'updated_at' must be in UTC: '2025-01-01T00:00:00'"),
+    ("features", [], "field 'features' must be an object or null, got list"),
+    ("features", {}, "field 'features.rows' must be a list"),
+    ("features", {"rows": [{"id": "x", "w": [1.0, 2.0, 3.0], "l": [1.0]}]},
+     "field 'features.rows[0].l' has 1 entries but 'attributes' has 3"),
+    ("features", {"rows": [{"w": [1.0, 2.0, 3.0], "l": [1.0, 2.0, 3.0]}]},
+     "field 'features.rows[0].id' must be a string"),
+])
+def test_wrongly_typed_fields(tmp_path, name, value, expected):
+    assert load_error(tmp_path, with_field(name, value)) == expected
+
+
+def test_unknown_field(tmp_path):
+    assert load_error(tmp_path, with_field("colour", "blue")) == "unknown field 'colour'"
+
+
+def test_duplicate_attribute_id(tmp_path):
+    attrs = sample().attributes
+    attrs[2] = dict(attrs[0])
+    assert load_error(tmp_path, with_field("attributes", attrs)) == "field 'attributes' lists id 'concise' twice"
+
+
+@pytest.mark.parametrize("name", ["sums", "p"])
+def test_lengths_must_match_attributes(tmp_path, name):
+    assert load_error(tmp_path, with_field(name, [1.0, 0.0])) == (
+        f"field '{name}' has 2 entries but 'attributes' has 3")
+
+
+def test_non_finite_numbers(tmp_path):
+    # Python's json reads NaN, which is not valid JSON but must still be refused
+    text = pf.to_json(sample()).replace("-0.25", "NaN")
+    assert load_error(tmp_path, text) == "field 'sums[1]' must be a finite number, got nan"
+
+
+@pytest.mark.parametrize("name", ["selected", "decode_exclude"])
+def test_unknown_attribute_ids(tmp_path, name):
+    assert load_error(tmp_path, with_field(name, ["concise", "sarcastic"])) == (
+        f"field '{name}' names unknown attribute 'sarcastic'")
