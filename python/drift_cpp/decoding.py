@@ -102,7 +102,7 @@ class Drift:
             except RuntimeError as e:
                 raise DriftError(str(e)) from None
         self.engine = _core.Engine(self.llm.core, self.slm.core, len(self.weights), share_base, n_ctx=n_ctx,
-                                   n_threads=options.threads)
+                                   n_threads=options.n_threads)
         self._llm_seq = _Sequence(self.llm, self.system)
         slm_systems = [base] + [a.prompt for a, _ in self.weights] if (self.weights or share_base) else []
         self._slm_seqs = [_Sequence(self.slm, s) for s in slm_systems]

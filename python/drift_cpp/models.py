@@ -80,8 +80,12 @@ def fingerprint(path: Path) -> str:
 @dataclass(frozen=True)
 class ModelOptions:
     n_gpu_layers: int = 0
-    threads: int = 0
+    threads: int = 0  # 0: one per CPU core
     chat_template: Optional[str] = None  # a built-in name; used when the GGUF has no template
+
+    @property
+    def n_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
 
 
 class Model:

@@ -40,7 +40,7 @@ class Scorer:
         from .runtime import _core
 
         self.model = model
-        self.core = _core.Scorer(model.core, n_ctx=n_ctx, n_batch=n_batch, n_threads=model.options.threads)
+        self.core = _core.Scorer(model.core, n_ctx=n_ctx, n_batch=n_batch, n_threads=model.options.n_threads)
         self.cache = cache
         self.max_response_tokens = max_response_tokens
         self.progress = progress
