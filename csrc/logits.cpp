@@ -7,11 +7,14 @@ namespace drift {
 
 double log_sum_exp(const float * row, int n) {
     const float max = *std::max_element(row, row + n);
-    double sum = 0.0;
+    // Float exps in a simd loop (vectorized through libmvec): this runs once per scored
+    // token over the whole vocabulary. Every term is <= 1, so float partial sums suffice.
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int i = 0; i < n; ++i) {
-        sum += std::exp(double(row[i] - max));
+        sum += std::exp(row[i] - max);
     }
-    return max + std::log(sum);
+    return max + std::log((double) sum);
 }
 
 double log_prob(const float * row, int n, int token) {
