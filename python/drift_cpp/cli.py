@@ -316,7 +316,7 @@ def generate(ctx, profile_path, llm, slm, beta, top_attributes, exclude, system,
              min_p, seed, max_tokens, stop, prompt, compare, as_json, stats):
     """Generate an answer, personalized by --profile."""
     if prompt is None:
-        prompt = click.get_text_stream("stdin").read()
+        prompt = sys.stdin.read()
     if not prompt.strip():
         raise DriftError("empty prompt: pass --prompt or write it to stdin")
     sampling = _sampling(temperature, top_p, top_k, min_p, seed, max_tokens, stop)
@@ -362,7 +362,7 @@ def chat(ctx, profile_path, llm, slm, beta, top_attributes, exclude, system, n_c
     interactive = sys.stdin.isatty()
     if interactive:
         click.echo(f"drift-cpp chat ({CHAT_HELP})")
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin
     while True:
         if interactive:
             click.echo("> ", nl=False)

@@ -224,29 +224,39 @@ def tfidf_transform(docs: Sequence[str], vocab: Mapping[str, int], idf: np.ndarr
     return X / np.where(norms > 0, norms, 1.0)
 
 
-def bow_rm(train: Fold, test: Fold, l2: float = 1.0) -> float:
-    """Bradley-Terry logistic regression on tfidf(chosen) - tfidf(rejected).
+@lru_cache(maxsize=4)
+def _bow_design(train_texts: tuple, test_texts: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(Z, Zt): training and test tfidf differences in the row space of the training ones.
 
-    The vocabulary and idf come from the training pairs' responses only. The l2-penalized
-    fit (approximation.fit_bradley_terry, damped Newton) runs in the row space of the
-    training differences X = U S V^T: an l2-penalized optimum b always lies in that space,
-    so b = V c with c fitted on X V = U S, which is exact and needs only k dimensions.
+    With X = tfidf(chosen) - tfidf(rejected) of the training pairs and X = U S V^T, an
+    l2-penalized linear model b always lies in span(V), so b = V c and X b = (U S) c, with
+    ||b|| = ||c||. U S and S come from the k x k Gram matrix X X^T (no vocabulary-sized SVD),
+    and the test rows map to Xt V = (Xt X^T) U S^-1. Cached: successive methods (e.g. an l2
+    grid) on the same split share the features.
     """
-    texts, test_texts = train.text_pairs("bow_rm"), test.text_pairs("bow_rm")
-    vocab, idf = tfidf_fit([t for pair in texts for t in pair])
-    X = tfidf_transform([c for c, _ in texts], vocab, idf) - tfidf_transform([r for _, r in texts], vocab, idf)
+    vocab, idf = tfidf_fit([t for pair in train_texts for t in pair])
+    X = tfidf_transform([c for c, _ in train_texts], vocab, idf) - tfidf_transform([r for _, r in train_texts], vocab, idf)
     Xt = (tfidf_transform([c for c, _ in test_texts], vocab, idf)
           - tfidf_transform([r for _, r in test_texts], vocab, idf))
-    if X.size == 0:
-        return _accuracy(np.zeros(len(test_texts)))
-    _, s, Vt = np.linalg.svd(X, full_matrices=False)
-    rank = int(np.sum(s > 1e-10 * max(s[0], 1e-300))) if s.size else 0
-    if rank == 0:  # no word tells the two responses apart in any training pair
-        return _accuracy(np.zeros(len(test_texts)))
-    V = Vt[:rank].T
-    Z = X @ V
+    lam, U = np.linalg.eigh(X @ X.T)
+    keep = lam > 1e-10 * max(float(lam.max(initial=0.0)), 1e-300)
+    s = np.sqrt(lam[keep])
+    U = U[:, keep]
+    return U * s, (Xt @ X.T) @ (U / s)
+
+
+def bow_rm(train: Fold, test: Fold, l2: float = 1.0) -> float:
+    """Bradley-Terry logistic regression on tfidf(chosen) - tfidf(rejected), l2-penalized.
+
+    The vocabulary and idf come from the training pairs' responses only (unigrams, sublinear
+    tf, smoothed idf, l2-normalized rows). The fit is approximation.fit_bradley_terry (damped
+    Newton), run exactly in the <= k-dimensional row space of the training differences.
+    """
+    Z, Zt = _bow_design(tuple(train.text_pairs("bow_rm")), tuple(test.text_pairs("bow_rm")))
+    if Z.shape[1] == 0:  # no word tells the two responses apart in any training pair
+        return _accuracy(np.zeros(Zt.shape[0]))
     c = approximation.fit_bradley_terry(Z, np.zeros_like(Z), l2=l2)
-    return _accuracy(Xt @ (V @ c))
+    return _accuracy(Zt @ c)
 
 
 BASELINES: dict[str, Callable[..., float]] = {

@@ -5,6 +5,7 @@ r_i(y|x) = log π(y|x,s_i) − log π(y|x,s_0)  (paper section 3.1, differential
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -128,7 +129,7 @@ class _Progress:
         self.rate = 0.0
         if enabled:
             self.bar = click.progressbar(length=n_items, label=label, show_eta=True, show_pos=True,
-                                         file=click.get_text_stream("stderr"),
+                                         file=sys.stderr,
                                          item_show_func=lambda _: f"{self.rate:.0f} tok/s")
 
     def __enter__(self):

@@ -1,0 +1,597 @@
+#!/usr/bin/env python
+"""Personalized generation with verifiable judges (the paper's section 4.3, on a laptop).
+
+The paper judges personalized generations with a Gold RM and GPT-4. Those are out of reach
+here, so each persona's preference is a transparent, deterministic function of the text
+(a "judge": text -> score, higher preferred):
+
+  short        fewer words (whitespace-separated)
+  exclaim      more '!' per sentence
+  lists        more numbered / bulleted list lines
+  plain_words  shorter mean word length (letters only)
+
+Protocol (nothing is tuned on the held-out prompts; every setting below is fixed in code):
+  * PROMPTS is a fixed list of 60 everyday prompts; every third one (index % 3 == 2) is
+    held out, the other 40 are training prompts.
+  * Training data: two answers per training prompt from the embedded model with plain
+    decoding (temperature 1.0, top-p 0.9, two seeds). The same answers serve every persona;
+    each persona's judge labels each pair (ties and pairs with an empty answer are skipped).
+  * A profile is fitted per persona (Drift Approximation, qp, sum normalization, top 7)
+    with the attributes of the size; responses are scored on their first max_tokens tokens,
+    which is all of them, as generations stop there.
+  * On the held-out prompts plain decoding and Drift decoding use the same sampler and the
+    same seed per prompt. The judge compares the two answers: win 1, tie 0.5, loss 0. The win
+    rate of Drift over plain is reported at beta 0.5 (the paper's default), for the profile
+    negated (expected < 0.5), and over a beta sweep. The plain answers are shared by every
+    persona and configuration.
+
+Outputs under --out: results.json, results.md (tables, the exact command, git rev) and,
+where matplotlib is importable, win_rates.png. Interrupted runs resume: scores go to the
+score cache as they are computed, and every generation is appended to generations.jsonl in
+the output folder, keyed by everything that determines it.
+
+    python experiments/generation_judges.py --size smoke --out /tmp/gen-smoke --threads 1   # ~1 min
+    python experiments/generation_judges.py --size full --threads 1                        # ~1 h on 2 cores
+
+On a machine whose cores are busy with other work, --threads 1 is far faster than one thread
+per core (measured on a shared 2-core machine: plain decoding 50 vs 1-4 tokens/s, Drift 6 vs
+~1 tokens/s, smoke 34 s vs 6.5 min); the answers are the same either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "python"))  # run from a source checkout without installing
+
+from drift_cpp.attributes import builtin_attributes  # noqa: E402
+from drift_cpp.errors import DriftError  # noqa: E402
+from drift_cpp.fileio import atomic_write_text  # noqa: E402
+from drift_cpp.preferences import Message, PreferencePair  # noqa: E402
+
+# ---------------------------------------------------------------------------- judges
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")  # a run of letters, with inner apostrophes
+_SENTENCE_SPLIT = re.compile(r"[.!?]+|\n+")
+_LIST_LINE = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*•+])\s+\S", re.MULTILINE)
+
+
+def n_words(text: str) -> int:
+    return len(text.split())
+
+
+def n_sentences(text: str) -> int:
+    """Segments between '.', '!', '?' runs and line breaks that hold a letter or digit."""
+    return sum(1 for s in _SENTENCE_SPLIT.split(text) if re.search(r"[^\W_]", s))
+
+
+def n_list_lines(text: str) -> int:
+    """Lines that start (after spaces) with '1.', '2)', '-', '*', '•' or '+' and a space."""
+    return len(_LIST_LINE.findall(text))
+
+
+def mean_word_length(text: str) -> Optional[float]:
+    words = _WORD.findall(text)
+    return sum(len(w) for w in words) / len(words) if words else None
+
+
+def judge_short(text: str) -> float:
+    """Fewer words is better."""
+    return -float(n_words(text))
+
+
+def judge_exclaim(text: str) -> float:
+    """More '!' per sentence is better (a text with no sentence counts as one)."""
+    return text.count("!") / max(1, n_sentences(text))
+
+
+def judge_lists(text: str) -> float:
+    """More list lines is better."""
+    return float(n_list_lines(text))
+
+
+def judge_plain_words(text: str) -> float:
+    """A shorter mean word length is better; a text without words is the worst."""
+    m = mean_word_length(text)
+    return -math.inf if m is None else -m
+
+
+JUDGES: dict[str, Callable[[str], float]] = {
+    "short": judge_short,
+    "exclaim": judge_exclaim,
+    "lists": judge_lists,
+    "plain_words": judge_plain_words,
+}
+JUDGE_DESCRIPTIONS = {
+    "short": "fewer whitespace-separated words",
+    "exclaim": "more '!' per sentence (sentences split at . ! ? and line breaks)",
+    "lists": "more lines starting with '1.', '1)', '-', '*', '•' or '+'",
+    "plain_words": "shorter mean word length (letters only; no words is worst)",
+}
+TIE_TOLERANCE = 1e-9
+
+
+def compare(judge: Callable[[str], float], a: str, b: str) -> float:
+    """1 if the judge prefers a, 0 if it prefers b, 0.5 on a tie."""
+    sa, sb = judge(a), judge(b)
+    if sa == sb or abs(sa - sb) <= TIE_TOLERANCE:
+        return 0.5
+    return 1.0 if sa > sb else 0.0
+
+
+# ---------------------------------------------------------------------------- prompts
+# Sixty everyday prompts, written for this experiment. Index % 3 == 2 is held out.
+PROMPTS = (
+    "What should I pack for a weekend beach trip?",
+    "Write a short birthday message for my best friend.",
+    "How do I boil an egg?",
+    "Give me some tips for sleeping better.",
+    "My team just won the championship! Say something to celebrate.",
+    "Explain why the sky is blue.",
+    "What are good habits for saving money?",
+    "Write a thank-you note to my neighbor who watered my plants.",
+    "How can I make my morning routine faster?",
+    "What is the difference between weather and climate?",
+    "Suggest a few fun things to do on a rainy afternoon.",
+    "How do I politely decline a meeting invitation?",
+    "Describe a perfect autumn day.",
+    "What should I know before adopting a cat?",
+    "Congratulate my sister on getting her driver's license.",
+    "How does a refrigerator keep food cold?",
+    "Give me ideas for a quick vegetarian dinner.",
+    "How do I start learning to play the guitar?",
+    "Write a cheerful good-morning text for my family group chat.",
+    "Why do leaves change color in the fall?",
+    "What are the steps to change a flat bicycle tire?",
+    "How can I stay focused while studying at home?",
+    "Tell me something encouraging before my job interview.",
+    "What is a good way to organize a small closet?",
+    "Explain how a rainbow forms.",
+    "What should I bring to a picnic in the park?",
+    "How do I write a good cover letter?",
+    "Write a welcome message for a new coworker.",
+    "How can I reduce plastic waste at home?",
+    "What makes bread rise?",
+    "Recommend some easy houseplants for beginners.",
+    "How do I keep my phone battery healthy?",
+    "Cheer me up, I had a long day at work.",
+    "How do I make a cup of tea properly?",
+    "What are some good stretches after running?",
+    "Explain what a budget is to a teenager.",
+    "Plan a simple birthday party for a seven-year-old.",
+    "How do I clean a cast iron pan?",
+    "Write an excited announcement that our bakery opens on Saturday.",
+    "Why do we need to drink water every day?",
+    "What are some tips for a long car ride with kids?",
+    "How do I remember people's names better?",
+    "Write a short message inviting friends to a barbecue.",
+    "How do bees make honey?",
+    "What should I do to prepare for a hiking trip?",
+    "How can I be more productive in the afternoon?",
+    "Say something nice to a friend who just finished a marathon.",
+    "What is the best way to learn new vocabulary in a foreign language?",
+    "Give me a checklist for moving to a new apartment.",
+    "How do I fix a squeaky door?",
+    "Write a happy note for my grandmother's eightieth birthday.",
+    "What causes thunder?",
+    "Suggest some healthy snacks for the office.",
+    "How can I make new friends in a new city?",
+    "Write a fun message announcing that summer holidays have started.",
+    "How does recycling paper work?",
+    "What are some ways to relax before bed?",
+    "How do I water a cactus?",
+    "Hype me up for my first day at a new school!",
+    "Why is exercise good for the brain?",
+)
+TRAIN_PROMPTS = tuple(p for i, p in enumerate(PROMPTS) if i % 3 != 2)    # 40
+HELD_OUT_PROMPTS = tuple(p for i, p in enumerate(PROMPTS) if i % 3 == 2)  # 20
+
+# ---------------------------------------------------------------------------- settings
+PERSONAS = tuple(JUDGES)
+MAIN_BETA = 0.5            # the paper's default; the negated profile is run at this beta
+TEMPERATURE, TOP_P = 1.0, 0.9
+TRAIN_SEEDS = (1, 2)       # the two training answers of prompt i use seed 1000 * s + i
+EVAL_SEED_BASE = 5000      # held-out prompt i: seed 5000 + i for plain and Drift alike
+TOP = 7                    # attributes that steer decoding (paper: 7)
+
+# Six attributes chosen a priori from the persona definitions (not from any result), for smoke.
+SMOKE_ATTRIBUTES = ("concise", "exclamatory", "easy", "energy", "formal", "analytic")
+
+# Cost of the full size on 2 cores, at the nominal rates: plain decoding ~35 tok/s, Drift at
+# m = 7 ~8-10 tok/s (8 sLM sequences per token), scoring ~220 evaluated tokens/s.
+#   training answers: 40 prompts x 2 seeds x <= 64 tokens = 5,120 tokens / 35   ->    146 s
+#   scoring (shared by the four personas, as they label the same answers):
+#     80 answers x 42 system prompts = 3,360 items x (~45 prompt + <= 64 answer tokens)
+#     <= 366k tokens / 220 (the two answers of a prompt share its prefix: ~280k) -> 21-28 min
+#   held-out plain answers: 20 prompts x 64 = 1,280 tokens / 35 (shared)    ->     37 s
+#   Drift: 4 personas x (4 betas + negated at 0.5) x 20 prompts x <= 64 tokens
+#     = 25,600 tokens / 9                                                   -> 40-47 min
+# Total <= ~75 min, about an hour as answers that end before 64 tokens cost less. Smoke:
+# 8 answers x 7 prompts scored, 4 x 2 x 2 Drift answers of <= 24 tokens: ~1-2 min unloaded.
+SIZES = {
+    "smoke": dict(train=4, held_out=2, attributes=SMOKE_ATTRIBUTES, max_tokens=24, betas=(MAIN_BETA,)),
+    "full": dict(train=40, held_out=20, attributes=None, max_tokens=64, betas=(0.25, 0.5, 1.0, 2.0)),
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- generation
+class GenerationLog:
+    """Every generation appended to a jsonl file, keyed by what determines it, so a rerun resumes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done: dict[str, dict] = {}
+        self.last: dict = {}
+        if path.exists():
+            for line in path.read_text("utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                    self.done[rec["key"]] = rec
+                except (ValueError, KeyError):
+                    continue  # a line cut by an interruption
+        self._f = open(path, "a", encoding="utf-8")
+
+    @staticmethod
+    def key(fingerprint: str, weights: list, beta: float, prompt: str, sampling) -> str:
+        parts = [fingerprint, weights, beta, prompt, sampling.temperature, sampling.top_p, sampling.top_k,
+                 sampling.min_p, sampling.seed, sampling.max_tokens]
+        return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+    def generate(self, drift, prompt: str, sampling, fingerprint: str) -> tuple[str, Optional[int]]:
+        """(text, tokens generated now, or None when it came from the log)."""
+        k = self.key(fingerprint, [[a, w] for a, w in drift.active_weights], drift.beta if drift.weights else 0.0,
+                     prompt, sampling)
+        if k in self.done:
+            self.last = self.done[k]
+            return self.done[k]["text"], None
+        g = drift.generate(prompt, sampling)
+        rec = {"key": k, "text": g.text, "finish_reason": g.finish_reason, "n_tokens": len(g.tokens),
+               "seconds": g.seconds}
+        self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self._f.flush()
+        self.done[k] = self.last = rec
+        return g.text, len(g.tokens)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def run_prompts(label: str, drift, prompts, seeds, max_tokens: int, glog: GenerationLog,
+                fingerprint: str) -> tuple[list[str], int]:
+    """The answers, and how many of them ended before max_tokens."""
+    from drift_cpp.decoding import Sampling
+
+    texts, t0, new_tokens, stopped = [], time.monotonic(), 0, 0
+    for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
+        sampling = Sampling(temperature=TEMPERATURE, top_p=TOP_P, seed=seed, max_tokens=max_tokens)
+        text, n_new = glog.generate(drift, prompt, sampling, fingerprint)
+        texts.append(text)
+        fresh = n_new is not None
+        new_tokens += n_new or 0
+        dt = time.monotonic() - t0
+        log(f"  [{label}] {i + 1}/{len(prompts)} {'new' if fresh else 'cached'}; "
+            f"{new_tokens} new tokens in {dt:.0f} s ({new_tokens / max(dt, 1e-9):.1f} tok/s)")
+        stopped += glog.last["finish_reason"] == "stop"
+    return texts, stopped
+
+
+# ---------------------------------------------------------------------------- analysis
+def label_pairs(persona: str, prompts, answers_a, answers_b) -> tuple[list[PreferencePair], dict]:
+    judge = JUDGES[persona]
+    pairs, ties, empty = [], 0, 0
+    for i, (q, a, b) in enumerate(zip(prompts, answers_a, answers_b)):
+        if not a.strip() or not b.strip():
+            empty += 1
+            continue
+        c = compare(judge, a, b)
+        if c == 0.5:
+            ties += 1
+            continue
+        chosen, rejected = (a, b) if c == 1.0 else (b, a)
+        pairs.append(PreferencePair(prompt=(Message("user", q),), chosen=chosen, rejected=rejected,
+                                    id=f"{persona}-{i}", line=i))
+    return pairs, {"n_pairs": len(pairs), "n_ties": ties, "n_empty": empty, "n_prompts": len(prompts)}
+
+
+def _finite(x: float) -> Optional[float]:
+    return x if math.isfinite(x) else None
+
+
+def win_stats(persona: str, drift_texts: list[str], plain_texts: list[str]) -> dict:
+    judge = JUDGES[persona]
+    outcomes = [compare(judge, d, p) for d, p in zip(drift_texts, plain_texts)]
+    n = len(outcomes)
+    rate = sum(outcomes) / n
+    se = math.sqrt(sum((o - rate) ** 2 for o in outcomes) / (n - 1) / n) if n > 1 else None
+    scores_d = [judge(t) for t in drift_texts]
+    scores_p = [judge(t) for t in plain_texts]
+
+    def mean(xs):
+        xs = [x for x in xs if math.isfinite(x)]
+        return sum(xs) / len(xs) if xs else None
+
+    return {"win_rate": rate, "se": se, "wins": outcomes.count(1.0), "ties": outcomes.count(0.5),
+            "losses": outcomes.count(0.0), "n": n, "outcomes": outcomes,
+            "mean_score_drift": mean(scores_d), "mean_score_plain": mean(scores_p),
+            "scores_drift": [_finite(s) for s in scores_d], "scores_plain": [_finite(s) for s in scores_p]}
+
+
+def negated(profile):
+    from drift_cpp.profile import Profile
+
+    return Profile(dataclasses.replace(profile.data, p=[-x for x in profile.data.p]))
+
+
+# ---------------------------------------------------------------------------- report
+def git_rev() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=30)
+        return out.stdout.strip() if out.returncode == 0 else "unknown (git rev-parse failed)"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
+def _fmt(stats: Optional[dict]) -> str:
+    if stats is None:
+        return "–"
+    se = f" ± {stats['se']:.2f}" if stats["se"] is not None else ""
+    return f"{stats['win_rate']:.2f}{se}"
+
+
+def _score(x: Optional[float]) -> str:
+    return "–" if x is None else f"{x:+.2f}"
+
+
+def markdown(results: dict) -> str:
+    c = results["config"]
+    betas = c["betas"]
+    out = [
+        "# Personalized generation with verifiable judges (paper section 4.3)",
+        "",
+        f"- command: `{results['command']}`",
+        f"- git rev (`git -C <repo> rev-parse HEAD`): `{results['git_rev']}`",
+        f"- model: {results['model']['name']} (fingerprint {results['model']['fingerprint']}), LLM and sLM alike",
+        f"- size: {c['size']}: {c['n_train']} training prompts (two answers each, seeds {list(TRAIN_SEEDS)}), "
+        f"{c['n_held_out']} held-out prompts, {len(c['attributes'])} attributes, top {c['top']} steer decoding, "
+        f"max_tokens {c['max_tokens']}, temperature {c['temperature']}, top-p {c['top_p']}",
+        f"- answers that ended before max_tokens (the rest were cut there): training "
+        f"{results['stopped_before_max_tokens']['train']} / {2 * c['n_train']}, held-out plain "
+        f"{results['stopped_before_max_tokens']['plain']} / {c['n_held_out']}",
+        f"- time: training answers {results['timing']['train_generation_s']:.0f} s, "
+        f"scoring and fitting {results['timing']['fit_s']:.0f} s, held-out generation "
+        f"{results['timing']['eval_generation_s']:.0f} s, total {results['timing']['total_s']:.0f} s",
+        "",
+        "Each persona's judge is a deterministic function of the text (higher preferred). The judge "
+        "labels pairs of plain answers to the training prompts (ties skipped) and a Drift profile is fitted "
+        "on them; on the held-out prompts, Drift and plain decoding share the sampler and the seed, and the "
+        "judge compares the two answers (win 1, tie 0.5, loss 0). Win rate ± its standard error over the "
+        "held-out prompts; 0.5 means no effect. No setting was tuned on the held-out prompts.",
+        "",
+        "| persona | judge | pairs (untied / prompts) | "
+        + " | ".join(f"β={b:g}" for b in betas) + f" | negated (β={MAIN_BETA:g}) |",
+        "|---|---|---|" + "---|" * (len(betas) + 1),
+    ]
+    for name, r in results["personas"].items():
+        sweep = r.get("beta_sweep") or {}
+        cells = [_fmt(sweep.get(f"{b:g}")) for b in betas]
+        out.append(f"| {name} | {JUDGE_DESCRIPTIONS[name]} | {r['labels']['n_pairs']} / {r['labels']['n_prompts']} | "
+                   + " | ".join(cells) + f" | {_fmt(r.get('negated'))} |")
+    stopped = results["stopped_before_max_tokens"]
+    if stopped["train"] + stopped["plain"] < (2 * c["n_train"] + c["n_held_out"]) / 2:
+        out += ["", f"Caveat: most plain answers were cut at max_tokens ({c['max_tokens']}), so the judges see "
+                "only each answer's first max_tokens tokens. For `short` that means fewer words within that many "
+                "tokens (longer or rarer words, more punctuation), not a shorter answer; see the per-persona column "
+                "of answers that ended before max_tokens."]
+    out += ["", "![win rates](win_rates.png)" if results.get("plot") else "", ""]
+    for name, r in results["personas"].items():
+        lab = r["labels"]
+        out += [f"## {name}: {JUDGE_DESCRIPTIONS[name]}", "",
+                f"{lab['n_pairs']} labelled pairs from {lab['n_prompts']} training prompts "
+                f"({lab['n_ties']} ties, {lab['n_empty']} with an empty answer, skipped)."]
+        if r.get("skipped"):
+            out += ["", f"Skipped: {r['skipped']}", ""]
+            continue
+        out += ["", "**Decoding attributes** (top by |p|)", "", "| attribute | p |", "|---|---|"]
+        out += [f"| {a['id']} | {a['p']:+.3f} |" for a in r["profile"]["decoding"]]
+        out += ["", "| configuration | win rate | wins / ties / losses | mean judge score, Drift | plain | "
+                "Drift answers ended before max_tokens |", "|---|---|---|---|---|---|"]
+        rows = [(f"Drift β={b}", s) for b, s in r["beta_sweep"].items()] + [(f"negated β={MAIN_BETA:g}", r["negated"])]
+        for label, s in rows:
+            out.append(f"| {label} | {_fmt(s)} | {s['wins']} / {s['ties']} / {s['losses']} | "
+                       f"{_score(s['mean_score_drift'])} | {_score(s['mean_score_plain'])} | {s['stopped']} / {s['n']} |")
+        ex = r.get("example")
+        if ex:
+            out += ["", f"Example (held-out prompt: *{ex['prompt']}*):", "",
+                    f"- plain: {json.dumps(ex['plain'], ensure_ascii=False)}",
+                    f"- Drift β={MAIN_BETA:g}: {json.dumps(ex['drift'], ensure_ascii=False)}",
+                    f"- negated: {json.dumps(ex['negated'], ensure_ascii=False)}"]
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(results: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    personas = [p for p, r in results["personas"].items() if not r.get("skipped")]
+    if not personas:
+        return False
+    betas = results["config"]["betas"]
+    series = [(f"Drift β={b:g}", [results["personas"][p]["beta_sweep"][f"{b:g}"] for p in personas]) for b in betas]
+    series.append((f"negated β={MAIN_BETA:g}", [results["personas"][p]["negated"] for p in personas]))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(2.4 + 1.6 * len(personas), 4.0))
+    for j, (label, stats) in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(personas))]
+        ax.bar(xs, [s["win_rate"] for s in stats], width, label=label,
+               yerr=[s["se"] or 0.0 for s in stats], capsize=2)
+    ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(personas)), personas)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("judge win rate vs plain")
+    ax.set_title(f"Drift vs plain decoding, {results['config']['n_held_out']} held-out prompts (± s.e.)")
+    ax.legend(fontsize=7, ncol=len(series), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="smoke")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: experiments/results/generation_judges_<size>)")
+    ap.add_argument("--cache", type=Path, default=None, help="score cache file (default: the drift-cpp cache)")
+    ap.add_argument("--model", default=None, help="model name or GGUF path (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: one per core)")
+    args = ap.parse_args(argv)
+
+    cfg = SIZES[args.size]
+    out = args.out or REPO / "experiments" / "results" / f"generation_judges_{args.size}"
+    out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", __file__, *argv])
+
+    from drift_cpp.decoding import Drift
+    from drift_cpp.models import ModelOptions, load_model
+    from drift_cpp.profile import FitOptions, Profile
+    from drift_cpp.score_cache import ScoreCache
+    from drift_cpp.scorer import Scorer
+
+    t0 = time.monotonic()
+    options = ModelOptions(threads=args.threads)
+    model = load_model(args.model, options)
+    fp = model.identity["fingerprint"]
+    attributes = builtin_attributes()
+    if cfg["attributes"] is not None:
+        attributes = attributes.select(include=cfg["attributes"])
+    train = TRAIN_PROMPTS[: cfg["train"]]
+    held_out = HELD_OUT_PROMPTS[: cfg["held_out"]]
+    train_idx = [PROMPTS.index(q) for q in train]
+    held_idx = [PROMPTS.index(q) for q in held_out]
+    mt = cfg["max_tokens"]
+    glog = GenerationLog(out / "generations.jsonl")
+    log(f"{len(train)} training prompts, {len(held_out)} held-out prompts, {len(attributes)} attributes, "
+        f"max_tokens {mt}, betas {list(cfg['betas'])}; generations log {glog.path}")
+
+    # 1. two plain answers per training prompt (shared by every persona)
+    plain = Drift(args.model, args.model, options=options)
+    runs = [run_prompts(f"train answers, seed set {s}", plain, train, [1000 * s + i for i in train_idx], mt, glog, fp)
+            for s in TRAIN_SEEDS]
+    answers = [texts for texts, _ in runs]
+    stopped = {"train": sum(n for _, n in runs)}
+    t_train = time.monotonic()
+
+    # 2. label and fit a profile per persona (scores are shared through the cache)
+    cache = ScoreCache(args.cache)
+    scorer = Scorer(model, cache=cache, max_response_tokens=mt, progress=True)
+    log(f"score cache {cache.path}")
+    fit_options = FitOptions(top=TOP, normalize="sum", method="qp")
+    personas: dict[str, dict] = {}
+    profiles = {}
+    for persona in PERSONAS:
+        pairs, labels = label_pairs(persona, train, *answers)
+        personas[persona] = {"judge": JUDGE_DESCRIPTIONS[persona], "labels": labels}
+        log(f"{persona}: {labels['n_pairs']} labelled pairs ({labels['n_ties']} ties, {labels['n_empty']} empty)")
+        if not pairs:
+            personas[persona]["skipped"] = "no untied training pair, so no profile"
+            continue
+        profile = Profile.fit(pairs, scorer, attributes, fit_options)
+        profiles[persona] = profile
+        personas[persona]["profile"] = {
+            "p": dict(zip(attributes.ids, profile.data.p)),
+            "decoding": [{"id": a.id, "p": w} for a, w in profile.decoding_weights()],
+        }
+    t_fit = time.monotonic()
+
+    # 3. held-out: plain once, then Drift per persona, profile sign and beta
+    eval_seeds = [EVAL_SEED_BASE + i for i in held_idx]
+    plain_texts, stopped["plain"] = run_prompts("held-out plain", plain, held_out, eval_seeds, mt, glog, fp)
+    del plain
+    generations = {"plain": plain_texts}
+    for persona, profile in profiles.items():
+        r = personas[persona]
+        drift = Drift(args.model, args.model, profile=profile, beta=MAIN_BETA, top_attributes=TOP, options=options)
+        r["beta_sweep"] = {}
+        for beta in cfg["betas"]:
+            drift.beta = beta
+            texts, n_stop = run_prompts(f"{persona} Drift beta={beta:g}", drift, held_out, eval_seeds, mt, glog, fp)
+            generations[f"{persona}/beta={beta:g}"] = texts
+            r["beta_sweep"][f"{beta:g}"] = win_stats(persona, texts, plain_texts) | {"stopped": n_stop}
+        if f"{MAIN_BETA:g}" not in r["beta_sweep"]:  # never with the built-in sizes
+            raise DriftError("the beta sweep must include the main beta")
+        del drift
+        neg = Drift(args.model, args.model, profile=negated(profile), beta=MAIN_BETA, top_attributes=TOP,
+                    options=options)
+        neg_texts, n_stop = run_prompts(f"{persona} negated beta={MAIN_BETA:g}", neg, held_out, eval_seeds, mt,
+                                        glog, fp)
+        del neg
+        generations[f"{persona}/negated"] = neg_texts
+        r["negated"] = win_stats(persona, neg_texts, plain_texts) | {"stopped": n_stop}
+        r["win_rate"] = r["beta_sweep"][f"{MAIN_BETA:g}"]["win_rate"]
+        r["negated_win_rate"] = r["negated"]["win_rate"]
+        main_texts = generations[f"{persona}/beta={MAIN_BETA:g}"]
+        r["example"] = {"prompt": held_out[0], "plain": plain_texts[0], "drift": main_texts[0],
+                        "negated": neg_texts[0]}
+        log(f"{persona}: win rate {r['win_rate']:.2f} at beta {MAIN_BETA:g}, negated {r['negated_win_rate']:.2f}")
+    glog.close()
+    t_done = time.monotonic()
+
+    results = {
+        "command": command,
+        "git_rev": git_rev(),
+        "model": model.identity,
+        "config": {"size": args.size, "n_train": len(train), "n_held_out": len(held_out),
+                   "attributes": list(attributes.ids), "top": TOP, "max_tokens": mt,
+                   "temperature": TEMPERATURE, "top_p": TOP_P, "betas": list(cfg["betas"]), "main_beta": MAIN_BETA,
+                   "train_seeds": [[1000 * s + i for i in train_idx] for s in TRAIN_SEEDS],
+                   "eval_seeds": eval_seeds, "fit": dataclasses.asdict(fit_options), "personas": list(PERSONAS),
+                   "judges": JUDGE_DESCRIPTIONS},
+        "prompts": {"train": list(train), "held_out": list(held_out)},
+        "timing": {"train_generation_s": t_train - t0, "fit_s": t_fit - t_train,
+                   "eval_generation_s": t_done - t_fit, "total_s": t_done - t0},
+        "stopped_before_max_tokens": stopped,
+        "personas": personas,
+        "train_answers": answers,
+        "generations": generations,
+    }
+    results["plot"] = plot(results, out / "win_rates.png")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "results.md", markdown(results))
+    log(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {out / 'win_rates.png'}" if results["plot"] else ""))
+    print(f"persona       pairs  win@β={MAIN_BETA:g}  negated")
+    for name, r in personas.items():
+        if r.get("skipped"):
+            print(f"{name:<12} {r['labels']['n_pairs']:>5}  skipped: {r['skipped']}")
+        else:
+            print(f"{name:<12} {r['labels']['n_pairs']:>5}  {r['win_rate']:8.2f}  {r['negated_win_rate']:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except DriftError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

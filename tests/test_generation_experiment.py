@@ -1,0 +1,158 @@
+"""experiments/generation_judges.py: the four judges, the prompt split, and one smoke run end to end."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "experiments"))
+
+import generation_judges as gj  # noqa: E402
+
+
+# ------------------------------------------------------------------ judges
+def test_short_counts_whitespace_words():
+    assert gj.n_words("") == 0
+    assert gj.n_words("  one   two\nthree\tfour ") == 4
+    assert gj.judge_short("Yes.") == -1.0
+    assert gj.judge_short("Yes, of course I can help!") == -6.0
+    assert gj.compare(gj.judge_short, "Sure.", "Sure, I would be glad to.") == 1.0
+    assert gj.compare(gj.judge_short, "Sure, I would be glad to.", "Sure.") == 0.0
+    assert gj.compare(gj.judge_short, "one two", "three four") == 0.5
+
+
+def test_exclaim_is_exclamation_marks_per_sentence():
+    assert gj.n_sentences("Wow! Great. Really?") == 3
+    assert gj.n_sentences("Line one\nLine two") == 2
+    assert gj.n_sentences("") == 0
+    assert gj.judge_exclaim("Wow! Great!") == 1.0
+    assert gj.judge_exclaim("Wow! That is great.") == 0.5
+    assert gj.judge_exclaim("Calm. Quiet. Still. Done!") == 0.25
+    assert gj.judge_exclaim("No exclamation here.") == 0.0
+    assert gj.judge_exclaim("") == 0.0
+    assert gj.judge_exclaim("!!!") == 3.0  # no sentence counts as one
+    assert gj.compare(gj.judge_exclaim, "Hooray! We won!", "We won. Hooray!") == 1.0
+    assert gj.compare(gj.judge_exclaim, "Fine.", "Okay.") == 0.5
+
+
+def test_lists_counts_numbered_and_bulleted_lines():
+    text = ("Here you go:\n1. Sunscreen\n2) Towel\n  - Hat\n* Water\n• Book\n+ Snacks\n"
+            "Not a list - just a dash\n1.5 liters of water\n-5 degrees\n**bold** text\n10. Tenth")
+    assert gj.n_list_lines(text) == 7
+    assert gj.judge_lists(text) == 7.0
+    assert gj.judge_lists("A paragraph with no list at all.") == 0.0
+    assert gj.judge_lists("") == 0.0
+    assert gj.compare(gj.judge_lists, "- a\n- b", "- a\nb") == 1.0
+    assert gj.compare(gj.judge_lists, "plain", "also plain") == 0.5
+
+
+def test_plain_words_is_negative_mean_word_length():
+    assert gj.mean_word_length("I am a cat") == pytest.approx(1.75)
+    assert gj.judge_plain_words("I am a cat") == pytest.approx(-1.75)
+    assert gj.mean_word_length("It is 12345, ok?") == pytest.approx(2.0)  # digits are not words
+    assert gj.mean_word_length("don't") == 5.0  # inner apostrophe stays in the word
+    assert gj.mean_word_length("") is None
+    assert gj.judge_plain_words("123 !!!") == -math.inf
+    assert gj.compare(gj.judge_plain_words, "We can go now.", "Extraordinary circumstances necessitate postponement.") == 1.0
+    assert gj.compare(gj.judge_plain_words, "", "word") == 0.0  # no words is the worst
+    assert gj.compare(gj.judge_plain_words, "", "") == 0.5
+
+
+@pytest.mark.parametrize("persona", sorted(gj.JUDGES))
+def test_judges_are_deterministic_and_compare_is_antisymmetric(persona):
+    judge = gj.JUDGES[persona]
+    texts = ["", "Hi!", "Great news! You won!", "1. Eat\n2. Sleep\n- Repeat",
+             "Photosynthesis transforms electromagnetic radiation.", "A cat sat. A dog ran!"]
+    for a in texts:
+        assert judge(a) == judge(a)
+        for b in texts:
+            assert gj.compare(judge, a, b) + gj.compare(judge, b, a) == 1.0
+        assert gj.compare(judge, a, a) == 0.5
+
+
+def test_prompt_split_is_fixed_and_disjoint():
+    assert len(gj.PROMPTS) == len(set(gj.PROMPTS)) == 60
+    assert len(gj.TRAIN_PROMPTS) == 40 and len(gj.HELD_OUT_PROMPTS) == 20
+    assert not set(gj.TRAIN_PROMPTS) & set(gj.HELD_OUT_PROMPTS)
+    assert gj.HELD_OUT_PROMPTS[0] == gj.PROMPTS[2]
+    assert set(gj.PERSONAS) == {"short", "exclaim", "lists", "plain_words"}
+
+
+def test_label_pairs_skips_ties_and_empty_answers():
+    prompts = ["q1", "q2", "q3", "q4"]
+    a = ["one two three", "same size", "", "four"]
+    b = ["one", "also same", "x", "five six"]
+    pairs, labels = gj.label_pairs("short", prompts, a, b)
+    assert labels == {"n_pairs": 2, "n_ties": 1, "n_empty": 1, "n_prompts": 4}
+    assert [(p.chosen, p.rejected) for p in pairs] == [("one", "one two three"), ("four", "five six")]
+    assert pairs[0].prompt[0].content == "q1" and pairs[0].prompt[0].role == "user"
+
+
+def test_win_stats_counts_ties_as_half():
+    s = gj.win_stats("short", ["a", "a b c", "a b"], ["a b", "a", "c d"])
+    assert (s["wins"], s["ties"], s["losses"], s["n"]) == (1, 1, 1, 3)
+    assert s["win_rate"] == pytest.approx(0.5)
+    assert s["outcomes"] == [1.0, 0.0, 0.5]
+
+
+# ------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("generation_smoke")
+    cmd = [sys.executable, str(REPO / "experiments" / "generation_judges.py"), "--size", "smoke",
+           "--out", str(out), "--cache", str(out / "scores.sqlite"), "--threads", "1"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return out, cmd, run
+
+
+def test_smoke_run_writes_results(smoke):
+    out, _, _ = smoke
+    results = json.loads((out / "results.json").read_text("utf-8"))
+    for key in ("command", "git_rev", "model", "config", "prompts", "timing", "personas", "generations",
+                "train_answers", "stopped_before_max_tokens"):
+        assert key in results
+    assert results["config"]["size"] == "smoke"
+    assert results["config"]["betas"] == [0.5]
+    assert len(results["config"]["attributes"]) == 6
+    assert set(results["personas"]) == {"short", "exclaim", "lists", "plain_words"}
+    assert len(results["prompts"]["train"]) == 4 and len(results["prompts"]["held_out"]) == 2
+    assert not set(results["prompts"]["train"]) & set(results["prompts"]["held_out"])
+
+    fitted = 0
+    for name, r in results["personas"].items():
+        assert r["labels"]["n_pairs"] + r["labels"]["n_ties"] + r["labels"]["n_empty"] == 4
+        if r.get("skipped"):
+            assert r["labels"]["n_pairs"] == 0
+            continue
+        fitted += 1
+        assert 0.0 <= r["win_rate"] <= 1.0
+        assert 0.0 <= r["negated_win_rate"] <= 1.0
+        assert set(r["beta_sweep"]) == {"0.5"}
+        for s in list(r["beta_sweep"].values()) + [r["negated"]]:
+            assert 0.0 <= s["win_rate"] <= 1.0
+            assert s["wins"] + s["ties"] + s["losses"] == s["n"] == 2
+        assert r["win_rate"] == r["beta_sweep"]["0.5"]["win_rate"]
+        assert 1 <= len(r["profile"]["decoding"]) <= 6
+        assert len(results["generations"][f"{name}/beta=0.5"]) == 2
+    assert fitted >= 1  # 'short' ties only when both answers have the same word count on all 4 prompts
+
+    md = (out / "results.md").read_text("utf-8")
+    assert "generation_judges.py --size smoke" in md and results["git_rev"] in md
+    assert (out / "generations.jsonl").exists()
+
+
+def test_smoke_rerun_resumes_without_generating(smoke):
+    out, cmd, _ = smoke
+    first = json.loads((out / "results.json").read_text("utf-8"))
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert " new;" not in run.stderr and "cached" in run.stderr
+    again = json.loads((out / "results.json").read_text("utf-8"))
+    assert again["generations"] == first["generations"]
+    assert {p: r.get("win_rate") for p, r in again["personas"].items()} == \
+        {p: r.get("win_rate") for p, r in first["personas"].items()}
