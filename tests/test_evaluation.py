@@ -358,3 +358,26 @@ def test_dsp_fewshot_smoke_end_to_end(tmp_path):
     assert second["average"] == results["average"]
     assert second["timing"]["scoring_s"] < results["timing"]["scoring_s"] / 3
     assert time.monotonic() - start < first_s
+
+
+def test_evaluate_command_reports_methods_by_k(tmp_path):
+    # DSP (Cheng et al. 2023, CC BY-NC 4.0): the academy persona against entertainment answers.
+    dsp = Path("../shared/data/dsp/dsp_dev.jsonl")
+    if not dsp.exists():
+        pytest.skip("DSP data not found")
+    prefs = tmp_path / "prefs.jsonl"
+    with prefs.open("w") as f:
+        for line in dsp.read_text().splitlines()[:32]:
+            r = json.loads(line)
+            a, e = r["responses"]["academy"].strip(), r["responses"]["entertainment"].strip()
+            if a and e and a != e:
+                f.write(json.dumps({"id": r["id"], "prompt": r["query"], "chosen": a, "rejected": e}) + "\n")
+    run = subprocess.run([sys.executable, "-m", "drift_cpp.cli", "--threads", "1", "evaluate", str(prefs),
+                          "--include", "formal,humor", "--max-response-tokens", "16", "--splits", "3", "--json",
+                          "--plot", str(tmp_path / "acc.png")], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["ks"] == [10]
+    assert set(out["methods"]) == {"drift", "longer", "best_single", "logistic", "bow_rm"}
+    assert all(0 <= m["mean"][0] <= 1 for m in out["methods"].values())
+    assert (tmp_path / "acc.png").stat().st_size > 0

@@ -436,6 +436,43 @@ def demo(ctx, no_cache):
 
 
 @main.command()
+@click.argument("prefs", type=click.Path())
+@click.option("--slm", default=None)
+@click.option("--splits", default=10, show_default=True, help="Random train/test splits per training size.")
+@click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes (TOML or JSON).")
+@click.option("--include", help="Only these attribute ids (comma-separated).")
+@click.option("--exclude", help="Leave out these attribute ids.")
+@click.option("--max-response-tokens", default=0, help="Truncate longer responses (0: never).")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--plot", type=click.Path(), help="Write accuracy vs k as a PNG (needs matplotlib).")
+@click.option("--no-cache", is_flag=True)
+@click.pass_context
+@_errors
+def evaluate(ctx, prefs, slm, splits, attributes_file, include, exclude, max_response_tokens, as_json, plot,
+             no_cache):
+    """Cross-validated accuracy on your own pairs, against baselines fitted on the same k pairs."""
+    from . import evaluation
+    from .preferences import load_pairs
+    from .profile import reward_features
+    pairs = load_pairs(prefs)
+    attrs = _attribute_set(attributes_file, include, exclude)
+    W, L = reward_features(_scorer(ctx, slm, no_cache, max_response_tokens), pairs, attrs.base, attrs.attributes)
+    ks = [k for k in (10, 20, 50, 100, 200, 500, 1000) if k <= len(pairs) - evaluation.MIN_TEST]
+    if not ks:
+        raise DriftError(f"{prefs}: {len(pairs)} pairs are too few; evaluation needs at least "
+                         f"{10 + evaluation.MIN_TEST} (10 to train, {evaluation.MIN_TEST} to test)")
+    results = evaluation.cross_validate(W, L, [(p.chosen, p.rejected) for p in pairs], ks, splits,
+                                        methods=("drift", "longer", "best_single", "logistic", "bow_rm"))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        click.echo(evaluation.format_table(results, f"Accuracy on held-out pairs of {prefs} ({splits} splits)"))
+    if plot:
+        evaluation.plot(results, plot)
+        click.echo(f"wrote {plot}", err=as_json)
+
+
+@main.command()
 @click.option("--out", default="benchmarks/results", show_default=True, type=click.Path())
 @click.option("--quick", is_flag=True, help="Fewer tokens: a smoke run.")
 @_errors
