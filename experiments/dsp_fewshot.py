@@ -38,13 +38,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))  # run from a source checkout without installing
 
-from drift_cpp import approximation, evaluation as ev  # noqa: E402
-from drift_cpp.attributes import builtin_attributes  # noqa: E402
-from drift_cpp.errors import DriftError  # noqa: E402
-from drift_cpp.fileio import atomic_write_text  # noqa: E402
-from drift_cpp.preferences import Message, PreferencePair  # noqa: E402
+from drift_cpp import approximation, evaluation as ev
+from drift_cpp.attributes import builtin_attributes
+from drift_cpp.errors import DriftError
+from drift_cpp.fileio import atomic_write_text
+from drift_cpp.preferences import Message, PreferencePair
 
 CITATION = ('DSP data: Cheng et al. 2023, "Everyone Deserves A Reward: Learning Customized Human Preferences" '
             "(arXiv 2309.03126), CC BY-NC 4.0")
@@ -80,6 +79,11 @@ SIZES = {
     "full": dict(queries=64, attributes=None, max_response_tokens=64, seeds=20,
                  ks=(5, 10, 20, 40, 80, 150), reduction_k=40, cv_min_test=20,
                  l2_grid=(0.001, 0.01, 0.1, 1.0, 10.0, 100.0)),
+    # What fits beside the generation run in one session, one thread each: 16 queries x 42
+    # prompts x (~40 prompt + 5 x <= 48 response tokens) ~ 190k tokens at ~120 tok/s ~ 26 min.
+    "reduced": dict(queries=16, attributes=None, max_response_tokens=48, seeds=10,
+                    ks=(5, 10, 20), reduction_k=20, cv_min_test=10,
+                    l2_grid=(0.001, 0.01, 0.1, 1.0, 10.0, 100.0)),
 }
 
 

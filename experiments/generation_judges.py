@@ -54,12 +54,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))  # run from a source checkout without installing
 
-from drift_cpp.attributes import builtin_attributes  # noqa: E402
-from drift_cpp.errors import DriftError  # noqa: E402
-from drift_cpp.fileio import atomic_write_text  # noqa: E402
-from drift_cpp.preferences import Message, PreferencePair  # noqa: E402
+from drift_cpp.attributes import builtin_attributes
+from drift_cpp.errors import DriftError
+from drift_cpp.fileio import atomic_write_text
+from drift_cpp.preferences import Message, PreferencePair
 
 # ---------------------------------------------------------------------------- judges
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")  # a run of letters, with inner apostrophes
@@ -222,6 +221,9 @@ SMOKE_ATTRIBUTES = ("concise", "exclamatory", "easy", "energy", "formal", "analy
 SIZES = {
     "smoke": dict(train=4, held_out=2, attributes=SMOKE_ATTRIBUTES, max_tokens=24, betas=(MAIN_BETA,)),
     "full": dict(train=40, held_out=20, attributes=None, max_tokens=64, betas=(0.25, 0.5, 1.0, 2.0)),
+    # What fits beside the DSP run in one session, one thread each: ~40 min (scoring ~20 min,
+    # Drift 4 personas x 3 runs x 12 prompts x <= 48 tokens at ~6 tok/s on one thread).
+    "reduced": dict(train=24, held_out=12, attributes=None, max_tokens=48, betas=(0.5, 2.0)),
 }
 
 

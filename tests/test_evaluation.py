@@ -307,8 +307,7 @@ def test_plot_writes_png_and_explains_missing_matplotlib(tmp_path, monkeypatch):
 # ------------------------------------------------------------ the experiment
 @pytest.mark.skipif(not DSP.exists(), reason=f"DSP data not found at {DSP}")
 def test_dsp_fewshot_smoke_end_to_end(tmp_path):
-    env = dict(os.environ, DRIFT_CPP_CACHE=str(tmp_path / "cache"),
-               PYTHONPATH=os.pathsep.join([str(REPO / "python"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, DRIFT_CPP_CACHE=str(tmp_path / "cache"))
     cmd = [sys.executable, str(REPO / "experiments" / "dsp_fewshot.py"), "--size", "smoke", "--data", str(DSP),
            "--threads", "1"]  # one thread: llama.cpp slows down badly when its threads share busy cores
 
