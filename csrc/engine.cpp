@@ -120,7 +120,7 @@ int64_t Engine::sync(const std::vector<llama_token> & llm_prompt,
 
 int64_t Engine::sync_context(Sequences & seqs, const std::vector<std::vector<llama_token>> & prompts) {
     llama_memory_t mem = llama_get_memory(seqs.ctx);
-    Batch batch(params_.n_batch, 1);
+    Batch batch(params_.n_batch);
     std::vector<std::pair<int, int>> outputs;  // (sequence, batch index)
     int64_t evaluated = 0;
 
@@ -171,7 +171,7 @@ int64_t Engine::sync_context(Sequences & seqs, const std::vector<std::vector<lla
 }
 
 void Engine::step(Sequences & seqs, llama_token token, bool keep_logits) {
-    Batch batch(seqs.history.size(), 1);
+    Batch batch(seqs.history.size());
     for (size_t s = 0; s < seqs.history.size(); ++s) {
         batch.add(token, (llama_pos) seqs.history[s].size(), (llama_seq_id) s, true);
         seqs.history[s].push_back(token);

@@ -14,15 +14,13 @@ namespace drift {
 static const size_t kPromptTail = 2;
 
 Scorer::Scorer(const Model & model, const ContextParams & params) : model_(model), n_batch_(params.n_batch) {
-    ContextParams one = params;
-    one.n_seq_max = 1;
-    ctx_.reset(model_.new_context(one));
+    ctx_.reset(model_.new_context(params));
     n_ctx_ = (int) llama_n_ctx(ctx_.get());
 }
 
 void Scorer::decode(const std::vector<llama_token> & tokens, size_t from, size_t to, size_t first_output,
                     const std::function<void(size_t, const float *)> & on_row, const ScoreProgress & progress) {
-    Batch batch(n_batch_, 1);
+    Batch batch(n_batch_);
     while (from < to) {
         // Never leave a single token for the next chunk.
         size_t end = std::min(to, from + n_batch_);
