@@ -3,24 +3,12 @@
 import numpy as np
 import pytest
 
-from drift_cpp.attributes import builtin_attributes
 from drift_cpp.decoding import Drift, Sampling
 from drift_cpp.errors import DriftError
 from drift_cpp.profile import Profile
-from drift_cpp.profile_file import ProfileData, utc_now
 
 GREEDY = Sampling(temperature=0, max_tokens=64)
 PROMPTS = ["Tell me about the ocean.", "How do plants grow?", "What makes a good friend?"]
-
-
-def make_profile(model, weights: dict) -> Profile:
-    """A profile with chosen weights (no fitting): for testing the decoder alone."""
-    attrs = builtin_attributes()
-    p = [weights.get(a, 0.0) for a in attrs.ids]
-    now = utc_now()
-    return Profile(ProfileData(1, model.identity, attrs.to_dict()["base"], attrs.to_dict()["attributes"],
-                               [0.0] * len(p), 0, p, [], [], {"top": len(weights), "normalize": "sum",
-                                                              "method": "qp"}, [], now, now, {"rows": []}))
 
 
 def test_zero_weights_or_huge_beta_equal_plain_llama_greedy(smollm, reference_llm):
@@ -32,13 +20,13 @@ def test_zero_weights_or_huge_beta_equal_plain_llama_greedy(smollm, reference_ll
         if smollm.core.is_eog(tok) or len(expected) == 64:
             break
         expected.append(tok)
-    zero = make_profile(smollm, {"concise": 0.0, "humor": 0.0})
-    for drift in (Drift(profile=zero), Drift(profile=make_profile(smollm, {"concise": 1.0}), beta=1e30), Drift()):
+    zero = Profile.with_weights(smollm, {"concise": 0.0, "humor": 0.0})
+    for drift in (Drift(profile=zero), Drift(profile=Profile.with_weights(smollm, {"concise": 1.0}), beta=1e30), Drift()):
         assert drift.generate(PROMPTS[0], GREEDY).tokens == expected
 
 
 def test_fused_logits_match_numpy(smollm):
-    prof = make_profile(smollm, {"concise": 0.6, "humor": -0.5, "formal": 0.3})
+    prof = Profile.with_weights(smollm, {"concise": 0.6, "humor": -0.5, "formal": 0.3})
     drift = Drift(profile=prof, beta=0.5)
     drift.generate(PROMPTS[1], Sampling(temperature=0, max_tokens=5))
     drift._sync([{"role": "user", "content": PROMPTS[1]}])
@@ -49,7 +37,7 @@ def test_fused_logits_match_numpy(smollm):
 
 
 def test_seeds_reproduce_and_differ(smollm):
-    prof = make_profile(smollm, {"concise": 0.7, "humor": 0.7})
+    prof = Profile.with_weights(smollm, {"concise": 0.7, "humor": 0.7})
     s = lambda seed: Sampling(temperature=1.0, seed=seed, max_tokens=40)  # noqa: E731
     a = Drift(profile=prof).generate(PROMPTS[2], s(1)).text
     assert Drift(profile=prof).generate(PROMPTS[2], s(1)).text == a
@@ -59,14 +47,14 @@ def test_seeds_reproduce_and_differ(smollm):
 def test_concise_weight_moves_length_both_ways(smollm):
     sampling = Sampling(temperature=0, max_tokens=120)
     plain = Drift()
-    shorter = Drift(profile=make_profile(smollm, {"concise": 1.0}))
-    longer = Drift(profile=make_profile(smollm, {"concise": -1.0}))
+    shorter = Drift(profile=Profile.with_weights(smollm, {"concise": 1.0}))
+    longer = Drift(profile=Profile.with_weights(smollm, {"concise": -1.0}))
     length = lambda d: np.mean([len(d.generate(p, sampling).tokens) for p in PROMPTS])  # noqa: E731
     assert length(shorter) < length(plain) < length(longer)
 
 
 def test_bad_settings_get_clear_errors(smollm, gemma):
-    prof = make_profile(smollm, {"concise": 1.0})
+    prof = Profile.with_weights(smollm, {"concise": 1.0})
     with pytest.raises(DriftError, match="do not share a vocabulary"):
         Drift(llm="gemma", slm=None, profile=prof)
     with pytest.raises(DriftError, match="beta must be positive"):
@@ -92,7 +80,7 @@ def test_multi_turn_evaluates_only_the_new_turn(smollm):
     # one-token decode path rounds differently from its batched path (up to ~1 logit here).
     # What must hold: a new turn evaluates only its own tokens, the caches hold exactly the
     # tokens of the history, and the next token agrees with re-evaluation.
-    prof = make_profile(smollm, {"concise": 0.8, "formal": 0.4})
+    prof = Profile.with_weights(smollm, {"concise": 0.8, "formal": 0.4})
     chat = Drift(profile=prof)
     chat.chat("Hi! Who are you?", GREEDY)
     history = chat.history + [{"role": "user", "content": "What can you help me with?"}]

@@ -73,19 +73,13 @@ def bench_scorer(model, quick: bool) -> dict:
 
 
 def _profile_with(model, m: int):
+    """Random unit weights on the first m attributes of the library."""
     from .attributes import builtin_attributes
     from .profile import Profile
-    from .profile_file import ProfileData, utc_now
 
-    attrs = builtin_attributes()
-    rng = np.random.default_rng(m)
-    p = np.zeros(len(attrs))
-    p[:m] = rng.normal(size=m)
-    p /= np.linalg.norm(p)
-    now = utc_now()
-    d = attrs.to_dict()
-    return Profile(ProfileData(1, model.identity, d["base"], d["attributes"], [0.0] * len(p), 0, p.tolist(), [], [],
-                               {"top": m, "normalize": "sum", "method": "qp"}, [], now, now, {"rows": []}))
+    w = np.random.default_rng(m).normal(size=m)
+    w /= np.linalg.norm(w)
+    return Profile.with_weights(model, dict(zip(builtin_attributes().ids[:m], w)))
 
 
 def _naive_steps(model, systems: list[str], weights, beta: float, n: int, prompt: str) -> float:

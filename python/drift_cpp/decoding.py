@@ -96,13 +96,11 @@ class Drift:
             base = self.profile.attributes.base.prompt
         self.system = system or base
         share_base = self.llm is self.slm and self.system == base
-        if self.weights and self.llm is not self.slm:
-            try:
-                _core.check_vocab_compatible(self.llm.core, self.slm.core)
-            except RuntimeError as e:
-                raise DriftError(str(e)) from None
-        self.engine = _core.Engine(self.llm.core, self.slm.core, len(self.weights), share_base, n_ctx=n_ctx,
-                                   n_threads=options.n_threads)
+        try:  # the engine checks that the two models share a vocabulary
+            self.engine = _core.Engine(self.llm.core, self.slm.core, len(self.weights), share_base, n_ctx=n_ctx,
+                                       n_threads=options.n_threads)
+        except RuntimeError as e:
+            raise DriftError(str(e)) from None
         self._llm_seq = _Sequence(self.llm, self.system)
         slm_systems = [base] + [a.prompt for a, _ in self.weights] if (self.weights or share_base) else []
         self._slm_seqs = [_Sequence(self.slm, s) for s in slm_systems]

@@ -8,12 +8,12 @@ rows, so new pairs or new attributes are added by scoring only what is new.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from . import approximation, profile_file
-from .attributes import Attribute, AttributeSet
+from .attributes import Attribute, AttributeSet, builtin_attributes
 from .errors import DriftError
 from .models import Model
 from .preferences import PreferencePair
@@ -77,16 +77,28 @@ class Profile:
         if unknown:
             raise DriftError(f"unknown attribute id(s) in decode_exclude: {', '.join(unknown)}")
         W, L = reward_features(scorer, pairs, attributes.base, attributes.attributes, options.normalize)
-        now = profile_file.utc_now()
-        data = profile_file.ProfileData(
-            schema_version=profile_file.SCHEMA_VERSION, model=scorer.model.identity,
-            base=attributes.to_dict()["base"], attributes=attributes.to_dict()["attributes"],
-            sums=[], n_pairs=0, p=[], selected=[], decode_exclude=decode_exclude,
-            options={"top": options.top, "normalize": options.normalize, "method": options.method},
-            pair_ids=[], created_at=now, updated_at=now, features={"rows": []})
-        profile = cls(data)
+        profile = cls._empty(scorer.model, attributes, options, decode_exclude)
         profile._add_rows([p.id for p in pairs], W, L)
         return profile
+
+    @classmethod
+    def with_weights(cls, model: Model, weights: Mapping[str, float]) -> "Profile":
+        """A profile with given weights and no pairs, which steers decoding with exactly those attributes."""
+        attributes = builtin_attributes()
+        profile = cls._empty(model, attributes, FitOptions(top=max(len(weights), 1)), [])
+        profile.data.p = [float(weights.get(i, 0.0)) for i in attributes.ids]
+        return profile
+
+    @classmethod
+    def _empty(cls, model: Model, attributes: AttributeSet, options: FitOptions, decode_exclude: list) -> "Profile":
+        now = profile_file.utc_now()
+        d = attributes.to_dict()
+        return cls(profile_file.ProfileData(
+            schema_version=profile_file.SCHEMA_VERSION, model=model.identity, base=d["base"],
+            attributes=d["attributes"], sums=[0.0] * len(attributes), n_pairs=0, p=[0.0] * len(attributes),
+            selected=[], decode_exclude=decode_exclude,
+            options={"top": options.top, "normalize": options.normalize, "method": options.method},
+            pair_ids=[], created_at=now, updated_at=now, features={"rows": []}))
 
     def update(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> int:
         """Adds the pairs not seen before; returns how many were new. Only those are scored."""
