@@ -5,7 +5,9 @@ The paper judges personalized generations with a Gold RM and GPT-4. Those are ou
 here, so each persona's preference is a transparent, deterministic function of the text
 (a "judge": text -> score, higher preferred):
 
-  short        fewer words (whitespace-separated)
+  short        fewer words (whitespace-separated); an answer cut at max_tokens counts as
+               longer than any answer that ended, and two cut answers tie, as neither's
+               length is known
   exclaim      more '!' per sentence
   lists        more numbered / bulleted list lines
   plain_words  shorter mean word length (letters only)
@@ -17,8 +19,7 @@ Protocol (nothing is tuned on the held-out prompts; every setting below is fixed
     decoding (temperature 1.0, top-p 0.9, two seeds). The same answers serve every persona;
     each persona's judge labels each pair (ties and pairs with an empty answer are skipped).
   * A profile is fitted per persona (Drift Approximation, qp, sum normalization, top 7)
-    with the attributes of the size; responses are scored on their first max_tokens tokens,
-    which is all of them, as generations stop there.
+    with the attributes of the size; answers are scored on their first score_tokens tokens.
   * On the held-out prompts plain decoding and Drift decoding use the same sampler and the
     same seed per prompt. The judge compares the two answers: win 1, tie 0.5, loss 0. The win
     rate of Drift over plain is reported at beta 0.5 (the paper's default), for the profile
@@ -31,7 +32,7 @@ score cache as they are computed, and every generation is appended to generation
 the output folder, keyed by everything that determines it.
 
     python experiments/generation_judges.py --size smoke --out /tmp/gen-smoke --threads 1   # ~1 min
-    python experiments/generation_judges.py --size full --threads 1                        # ~1 h on 2 cores
+    python experiments/generation_judges.py --size full --threads 1                        # ~1.5 h on 2 cores
 
 On a machine whose cores are busy with other work, --threads 1 is far faster than one thread
 per core (measured on a shared 2-core machine: plain decoding 50 vs 1-4 tokens/s, Drift 6 vs
@@ -51,7 +52,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,6 +62,11 @@ from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
 
 # ---------------------------------------------------------------------------- judges
+class Answer(NamedTuple):
+    text: str
+    ended: bool = True  # False when generation was cut at max_tokens
+
+
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")  # a run of letters, with inner apostrophes
 _SENTENCE_SPLIT = re.compile(r"[.!?]+|\n+")
 _LIST_LINE = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*•+])\s+\S", re.MULTILINE)
@@ -85,35 +91,36 @@ def mean_word_length(text: str) -> Optional[float]:
     return sum(len(w) for w in words) / len(words) if words else None
 
 
-def judge_short(text: str) -> float:
-    """Fewer words is better."""
-    return -float(n_words(text))
+def judge_short(a: Answer) -> float:
+    """Fewer words is better. A cut answer is at least max_tokens long, so it loses to any answer
+    that ended (which is shorter in tokens) and ties with another cut one."""
+    return -float(n_words(a.text)) if a.ended else -math.inf
 
 
-def judge_exclaim(text: str) -> float:
+def judge_exclaim(a: Answer) -> float:
     """More '!' per sentence is better (a text with no sentence counts as one)."""
-    return text.count("!") / max(1, n_sentences(text))
+    return a.text.count("!") / max(1, n_sentences(a.text))
 
 
-def judge_lists(text: str) -> float:
+def judge_lists(a: Answer) -> float:
     """More list lines is better."""
-    return float(n_list_lines(text))
+    return float(n_list_lines(a.text))
 
 
-def judge_plain_words(text: str) -> float:
+def judge_plain_words(a: Answer) -> float:
     """A shorter mean word length is better; a text without words is the worst."""
-    m = mean_word_length(text)
+    m = mean_word_length(a.text)
     return -math.inf if m is None else -m
 
 
-JUDGES: dict[str, Callable[[str], float]] = {
+JUDGES: dict[str, Callable[[Answer], float]] = {
     "short": judge_short,
     "exclaim": judge_exclaim,
     "lists": judge_lists,
     "plain_words": judge_plain_words,
 }
 JUDGE_DESCRIPTIONS = {
-    "short": "fewer whitespace-separated words",
+    "short": "fewer whitespace-separated words; a cut answer loses to one that ended, two cut ones tie",
     "exclaim": "more '!' per sentence (sentences split at . ! ? and line breaks)",
     "lists": "more lines starting with '1.', '1)', '-', '*', '•' or '+'",
     "plain_words": "shorter mean word length (letters only; no words is worst)",
@@ -121,7 +128,7 @@ JUDGE_DESCRIPTIONS = {
 TIE_TOLERANCE = 1e-9
 
 
-def compare(judge: Callable[[str], float], a: str, b: str) -> float:
+def compare(judge: Callable[[Answer], float], a: Answer, b: Answer) -> float:
     """1 if the judge prefers a, 0 if it prefers b, 0.5 on a tie."""
     sa, sb = judge(a), judge(b)
     if sa == sb or abs(sa - sb) <= TIE_TOLERANCE:
@@ -207,23 +214,28 @@ TOP = 7                    # attributes that steer decoding (paper: 7)
 # Six attributes chosen a priori from the persona definitions (not from any result), for smoke.
 SMOKE_ATTRIBUTES = ("concise", "exclamatory", "easy", "energy", "formal", "analytic")
 
-# Cost of the full size on 2 cores, at the nominal rates: plain decoding ~35 tok/s, Drift at
-# m = 7 ~8-10 tok/s (8 sLM sequences per token), scoring ~220 evaluated tokens/s.
-#   training answers: 40 prompts x 2 seeds x <= 64 tokens = 5,120 tokens / 35   ->    146 s
+# SmolLM2-135M rambles at temperature 1: in a probe of 12 training prompts with a 320-token cap,
+# 4 answers ended (56, 134, 154, 206 tokens) and 8 were cut. A longer cap is too slow for the
+# Drift runs, so answers are cut at max_tokens and the `short` judge treats a cut answer as
+# longer than any that ended. Profiles score each answer's first score_tokens tokens.
+# Cost of the full size, one thread beside another job (measured: plain decoding ~75 tok/s,
+# Drift at m = 7 ~11 tok/s, scoring ~0.45 s per 64-token item):
+#   training answers: 40 prompts x 2 seeds x <= 96 tokens = 7,680 tokens / 75   ->   ~2 min
 #   scoring (shared by the four personas, as they label the same answers):
-#     80 answers x 42 system prompts = 3,360 items x (~45 prompt + <= 64 answer tokens)
-#     <= 366k tokens / 220 (the two answers of a prompt share its prefix: ~280k) -> 21-28 min
-#   held-out plain answers: 20 prompts x 64 = 1,280 tokens / 35 (shared)    ->     37 s
-#   Drift: 4 personas x (4 betas + negated at 0.5) x 20 prompts x <= 64 tokens
-#     = 25,600 tokens / 9                                                   -> 40-47 min
-# Total <= ~75 min, about an hour as answers that end before 64 tokens cost less. Smoke:
-# 8 answers x 7 prompts scored, 4 x 2 x 2 Drift answers of <= 24 tokens: ~1-2 min unloaded.
+#     80 answers x 42 system prompts = 3,360 items x ~0.45 s                      ->  ~25 min
+#   held-out plain answers: 20 prompts x 96 = 1,920 tokens / 75 (shared)         ->  ~0.5 min
+#   Drift: 4 personas x (4 betas + negated at 0.5) x 20 prompts x <= 96 tokens
+#     = 38,400 tokens / 11                                                        ->  ~58 min
+# Total ~1.5 h, less as answers that end early cost less. Smoke: 8 answers x 7 prompts
+# scored, 4 x 2 x 2 Drift answers of <= 24 tokens: ~1-2 min unloaded.
 SIZES = {
-    "smoke": dict(train=4, held_out=2, attributes=SMOKE_ATTRIBUTES, max_tokens=24, betas=(MAIN_BETA,)),
-    "full": dict(train=40, held_out=20, attributes=None, max_tokens=64, betas=(0.25, 0.5, 1.0, 2.0)),
+    "smoke": dict(train=4, held_out=2, attributes=SMOKE_ATTRIBUTES, max_tokens=24, score_tokens=24,
+                  betas=(MAIN_BETA,)),
+    "full": dict(train=40, held_out=20, attributes=None, max_tokens=96, score_tokens=64,
+                 betas=(0.25, 0.5, 1.0, 2.0)),
     # What fits beside the DSP run in one session, one thread each: ~40 min (scoring ~20 min,
     # Drift 4 personas x 3 runs x 12 prompts x <= 48 tokens at ~6 tok/s on one thread).
-    "reduced": dict(train=24, held_out=12, attributes=None, max_tokens=48, betas=(0.5, 2.0)),
+    "reduced": dict(train=24, held_out=12, attributes=None, max_tokens=48, score_tokens=48, betas=(0.5, 2.0)),
 }
 
 
@@ -254,42 +266,45 @@ class GenerationLog:
                  sampling.min_p, sampling.seed, sampling.max_tokens]
         return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
 
-    def generate(self, drift, prompt: str, sampling, fingerprint: str) -> tuple[str, Optional[int]]:
-        """(text, tokens generated now, or None when it came from the log)."""
+    def generate(self, drift, prompt: str, sampling, fingerprint: str) -> tuple[Answer, Optional[int]]:
+        """(answer, tokens generated now, or None when it came from the log)."""
         k = self.key(fingerprint, [[a, w] for a, w in drift.active_weights], drift.beta if drift.weights else 0.0,
                      prompt, sampling)
         if k in self.done:
             self.last = self.done[k]
-            return self.done[k]["text"], None
+            return self.answer(self.last), None
         g = drift.generate(prompt, sampling)
         rec = {"key": k, "text": g.text, "finish_reason": g.finish_reason, "n_tokens": len(g.tokens),
                "seconds": g.seconds}
         self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self._f.flush()
         self.done[k] = self.last = rec
-        return g.text, len(g.tokens)
+        return self.answer(rec), len(g.tokens)
+
+    @staticmethod
+    def answer(rec: dict) -> Answer:
+        return Answer(rec["text"], ended=rec["finish_reason"] != "length")
 
     def close(self) -> None:
         self._f.close()
 
 
 def run_prompts(label: str, drift, prompts, seeds, max_tokens: int, glog: GenerationLog,
-                fingerprint: str) -> tuple[list[str], int]:
+                fingerprint: str) -> tuple[list[Answer], int]:
     """The answers, and how many of them ended before max_tokens."""
     from drift_cpp.decoding import Sampling
 
-    texts, t0, new_tokens, stopped = [], time.monotonic(), 0, 0
+    answers, t0, new_tokens = [], time.monotonic(), 0
     for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
         sampling = Sampling(temperature=TEMPERATURE, top_p=TOP_P, seed=seed, max_tokens=max_tokens)
-        text, n_new = glog.generate(drift, prompt, sampling, fingerprint)
-        texts.append(text)
+        answer, n_new = glog.generate(drift, prompt, sampling, fingerprint)
+        answers.append(answer)
         fresh = n_new is not None
         new_tokens += n_new or 0
         dt = time.monotonic() - t0
         log(f"  [{label}] {i + 1}/{len(prompts)} {'new' if fresh else 'cached'}; "
             f"{new_tokens} new tokens in {dt:.0f} s ({new_tokens / max(dt, 1e-9):.1f} tok/s)")
-        stopped += glog.last["finish_reason"] == "stop"
-    return texts, stopped
+    return answers, sum(a.ended for a in answers)
 
 
 # ---------------------------------------------------------------------------- analysis
@@ -297,7 +312,7 @@ def label_pairs(persona: str, prompts, answers_a, answers_b) -> tuple[list[Prefe
     judge = JUDGES[persona]
     pairs, ties, empty = [], 0, 0
     for i, (q, a, b) in enumerate(zip(prompts, answers_a, answers_b)):
-        if not a.strip() or not b.strip():
+        if not a.text.strip() or not b.text.strip():
             empty += 1
             continue
         c = compare(judge, a, b)
@@ -305,7 +320,7 @@ def label_pairs(persona: str, prompts, answers_a, answers_b) -> tuple[list[Prefe
             ties += 1
             continue
         chosen, rejected = (a, b) if c == 1.0 else (b, a)
-        pairs.append(PreferencePair(prompt=(Message("user", q),), chosen=chosen, rejected=rejected,
+        pairs.append(PreferencePair(prompt=(Message("user", q),), chosen=chosen.text, rejected=rejected.text,
                                     id=f"{persona}-{i}", line=i))
     return pairs, {"n_pairs": len(pairs), "n_ties": ties, "n_empty": empty, "n_prompts": len(prompts)}
 
@@ -314,14 +329,14 @@ def _finite(x: float) -> Optional[float]:
     return x if math.isfinite(x) else None
 
 
-def win_stats(persona: str, drift_texts: list[str], plain_texts: list[str]) -> dict:
+def win_stats(persona: str, drift_answers: list[Answer], plain_answers: list[Answer]) -> dict:
     judge = JUDGES[persona]
-    outcomes = [compare(judge, d, p) for d, p in zip(drift_texts, plain_texts)]
+    outcomes = [compare(judge, d, p) for d, p in zip(drift_answers, plain_answers)]
     n = len(outcomes)
     rate = sum(outcomes) / n
     se = math.sqrt(sum((o - rate) ** 2 for o in outcomes) / (n - 1) / n) if n > 1 else None
-    scores_d = [judge(t) for t in drift_texts]
-    scores_p = [judge(t) for t in plain_texts]
+    scores_d = [judge(a) for a in drift_answers]
+    scores_p = [judge(a) for a in plain_answers]
 
     def mean(xs):
         xs = [x for x in xs if math.isfinite(x)]
@@ -371,7 +386,8 @@ def markdown(results: dict) -> str:
         f"- model: {results['model']['name']} (fingerprint {results['model']['fingerprint']}), LLM and sLM alike",
         f"- size: {c['size']}: {c['n_train']} training prompts (two answers each, seeds {list(TRAIN_SEEDS)}), "
         f"{c['n_held_out']} held-out prompts, {len(c['attributes'])} attributes, top {c['top']} steer decoding, "
-        f"max_tokens {c['max_tokens']}, temperature {c['temperature']}, top-p {c['top_p']}",
+        f"max_tokens {c['max_tokens']} (profiles score each answer's first {c['score_tokens']} tokens), "
+        f"temperature {c['temperature']}, top-p {c['top_p']}",
         f"- answers that ended before max_tokens (the rest were cut there): training "
         f"{results['stopped_before_max_tokens']['train']} / {2 * c['n_train']}, held-out plain "
         f"{results['stopped_before_max_tokens']['plain']} / {c['n_held_out']}",
@@ -397,9 +413,9 @@ def markdown(results: dict) -> str:
     stopped = results["stopped_before_max_tokens"]
     if stopped["train"] + stopped["plain"] < (2 * c["n_train"] + c["n_held_out"]) / 2:
         out += ["", f"Caveat: most plain answers were cut at max_tokens ({c['max_tokens']}), so the judges see "
-                "only each answer's first max_tokens tokens. For `short` that means fewer words within that many "
-                "tokens (longer or rarer words, more punctuation), not a shorter answer; see the per-persona column "
-                "of answers that ended before max_tokens."]
+                "only each answer's first max_tokens tokens. `short` counts a cut answer as longer than any that "
+                "ended and two cut answers as a tie, so it can only reward an answer that ends; see the "
+                "per-persona column of answers that ended before max_tokens."]
     out += ["", "![win rates](win_rates.png)" if results.get("plot") else "", ""]
     for name, r in results["personas"].items():
         lab = r["labels"]
@@ -501,13 +517,13 @@ def main(argv=None) -> int:
     plain = Drift(args.model, args.model, options=options)
     runs = [run_prompts(f"train answers, seed set {s}", plain, train, [1000 * s + i for i in train_idx], mt, glog, fp)
             for s in TRAIN_SEEDS]
-    answers = [texts for texts, _ in runs]
+    answers = [a for a, _ in runs]
     stopped = {"train": sum(n for _, n in runs)}
     t_train = time.monotonic()
 
     # 2. label and fit a profile per persona (scores are shared through the cache)
     cache = ScoreCache(args.cache)
-    scorer = Scorer(model, cache=cache, max_response_tokens=mt, progress=True)
+    scorer = Scorer(model, cache=cache, max_response_tokens=cfg["score_tokens"], progress=True)
     log(f"score cache {cache.path}")
     fit_options = FitOptions(top=TOP, normalize="sum", method="qp")
     personas: dict[str, dict] = {}
@@ -529,33 +545,32 @@ def main(argv=None) -> int:
 
     # 3. held-out: plain once, then Drift per persona, profile sign and beta
     eval_seeds = [EVAL_SEED_BASE + i for i in held_idx]
-    plain_texts, stopped["plain"] = run_prompts("held-out plain", plain, held_out, eval_seeds, mt, glog, fp)
+    plain_answers, stopped["plain"] = run_prompts("held-out plain", plain, held_out, eval_seeds, mt, glog, fp)
     del plain
-    generations = {"plain": plain_texts}
+    generations = {"plain": plain_answers}
     for persona, profile in profiles.items():
         r = personas[persona]
         drift = Drift(args.model, args.model, profile=profile, beta=MAIN_BETA, top_attributes=TOP, options=options)
         r["beta_sweep"] = {}
         for beta in cfg["betas"]:
             drift.beta = beta
-            texts, n_stop = run_prompts(f"{persona} Drift beta={beta:g}", drift, held_out, eval_seeds, mt, glog, fp)
-            generations[f"{persona}/beta={beta:g}"] = texts
-            r["beta_sweep"][f"{beta:g}"] = win_stats(persona, texts, plain_texts) | {"stopped": n_stop}
+            got, n_stop = run_prompts(f"{persona} Drift beta={beta:g}", drift, held_out, eval_seeds, mt, glog, fp)
+            generations[f"{persona}/beta={beta:g}"] = got
+            r["beta_sweep"][f"{beta:g}"] = win_stats(persona, got, plain_answers) | {"stopped": n_stop}
         if f"{MAIN_BETA:g}" not in r["beta_sweep"]:  # never with the built-in sizes
             raise DriftError("the beta sweep must include the main beta")
         del drift
         neg = Drift(args.model, args.model, profile=negated(profile), beta=MAIN_BETA, top_attributes=TOP,
                     options=options)
-        neg_texts, n_stop = run_prompts(f"{persona} negated beta={MAIN_BETA:g}", neg, held_out, eval_seeds, mt,
+        neg_answers, n_stop = run_prompts(f"{persona} negated beta={MAIN_BETA:g}", neg, held_out, eval_seeds, mt,
                                         glog, fp)
         del neg
-        generations[f"{persona}/negated"] = neg_texts
-        r["negated"] = win_stats(persona, neg_texts, plain_texts) | {"stopped": n_stop}
+        generations[f"{persona}/negated"] = neg_answers
+        r["negated"] = win_stats(persona, neg_answers, plain_answers) | {"stopped": n_stop}
         r["win_rate"] = r["beta_sweep"][f"{MAIN_BETA:g}"]["win_rate"]
         r["negated_win_rate"] = r["negated"]["win_rate"]
-        main_texts = generations[f"{persona}/beta={MAIN_BETA:g}"]
-        r["example"] = {"prompt": held_out[0], "plain": plain_texts[0], "drift": main_texts[0],
-                        "negated": neg_texts[0]}
+        r["example"] = {"prompt": held_out[0], "plain": plain_answers[0].text,
+                        "drift": generations[f"{persona}/beta={MAIN_BETA:g}"][0].text, "negated": neg_answers[0].text}
         log(f"{persona}: win rate {r['win_rate']:.2f} at beta {MAIN_BETA:g}, negated {r['negated_win_rate']:.2f}")
     glog.close()
     t_done = time.monotonic()
@@ -566,6 +581,7 @@ def main(argv=None) -> int:
         "model": model.identity,
         "config": {"size": args.size, "n_train": len(train), "n_held_out": len(held_out),
                    "attributes": list(attributes.ids), "top": TOP, "max_tokens": mt,
+                   "score_tokens": cfg["score_tokens"],
                    "temperature": TEMPERATURE, "top_p": TOP_P, "betas": list(cfg["betas"]), "main_beta": MAIN_BETA,
                    "train_seeds": [[1000 * s + i for i in train_idx] for s in TRAIN_SEEDS],
                    "eval_seeds": eval_seeds, "fit": dataclasses.asdict(fit_options), "personas": list(PERSONAS),
@@ -575,8 +591,8 @@ def main(argv=None) -> int:
                    "eval_generation_s": t_done - t_fit, "total_s": t_done - t0},
         "stopped_before_max_tokens": stopped,
         "personas": personas,
-        "train_answers": answers,
-        "generations": generations,
+        "train_answers": [[a._asdict() for a in run] for run in answers],
+        "generations": {k: [a._asdict() for a in v] for k, v in generations.items()},
     }
     results["plot"] = plot(results, out / "win_rates.png")
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")

@@ -13,53 +13,65 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 import generation_judges as gj  # noqa: E402
 
+A = gj.Answer  # an answer that ended
+
 
 # ------------------------------------------------------------------ judges
 def test_short_counts_whitespace_words():
     assert gj.n_words("") == 0
     assert gj.n_words("  one   two\nthree\tfour ") == 4
-    assert gj.judge_short("Yes.") == -1.0
-    assert gj.judge_short("Yes, of course I can help!") == -6.0
-    assert gj.compare(gj.judge_short, "Sure.", "Sure, I would be glad to.") == 1.0
-    assert gj.compare(gj.judge_short, "Sure, I would be glad to.", "Sure.") == 0.0
-    assert gj.compare(gj.judge_short, "one two", "three four") == 0.5
+    assert gj.judge_short(A("Yes.")) == -1.0
+    assert gj.judge_short(A("Yes, of course I can help!")) == -6.0
+    assert gj.compare(gj.judge_short, A("Sure."), A("Sure, I would be glad to.")) == 1.0
+    assert gj.compare(gj.judge_short, A("Sure, I would be glad to."), A("Sure.")) == 0.0
+    assert gj.compare(gj.judge_short, A("one two"), A("three four")) == 0.5
+
+
+def test_short_counts_a_cut_answer_as_longer_than_any_that_ended():
+    cut = A("Just a few words", ended=False)
+    assert gj.compare(gj.judge_short, A("A much longer answer that did end, after all."), cut) == 1.0
+    assert gj.compare(gj.judge_short, cut, A("Done.")) == 0.0
+    assert gj.compare(gj.judge_short, cut, A("Another one cut off by", ended=False)) == 0.5  # lengths unknown
+    # the other judges read only the text
+    for persona in ("exclaim", "lists", "plain_words"):
+        assert gj.JUDGES[persona](A("Wow! 1. Yes", ended=False)) == gj.JUDGES[persona](A("Wow! 1. Yes"))
 
 
 def test_exclaim_is_exclamation_marks_per_sentence():
     assert gj.n_sentences("Wow! Great. Really?") == 3
     assert gj.n_sentences("Line one\nLine two") == 2
     assert gj.n_sentences("") == 0
-    assert gj.judge_exclaim("Wow! Great!") == 1.0
-    assert gj.judge_exclaim("Wow! That is great.") == 0.5
-    assert gj.judge_exclaim("Calm. Quiet. Still. Done!") == 0.25
-    assert gj.judge_exclaim("No exclamation here.") == 0.0
-    assert gj.judge_exclaim("") == 0.0
-    assert gj.judge_exclaim("!!!") == 3.0  # no sentence counts as one
-    assert gj.compare(gj.judge_exclaim, "Hooray! We won!", "We won. Hooray!") == 1.0
-    assert gj.compare(gj.judge_exclaim, "Fine.", "Okay.") == 0.5
+    assert gj.judge_exclaim(A("Wow! Great!")) == 1.0
+    assert gj.judge_exclaim(A("Wow! That is great.")) == 0.5
+    assert gj.judge_exclaim(A("Calm. Quiet. Still. Done!")) == 0.25
+    assert gj.judge_exclaim(A("No exclamation here.")) == 0.0
+    assert gj.judge_exclaim(A("")) == 0.0
+    assert gj.judge_exclaim(A("!!!")) == 3.0  # no sentence counts as one
+    assert gj.compare(gj.judge_exclaim, A("Hooray! We won!"), A("We won. Hooray!")) == 1.0
+    assert gj.compare(gj.judge_exclaim, A("Fine."), A("Okay.")) == 0.5
 
 
 def test_lists_counts_numbered_and_bulleted_lines():
     text = ("Here you go:\n1. Sunscreen\n2) Towel\n  - Hat\n* Water\n• Book\n+ Snacks\n"
             "Not a list - just a dash\n1.5 liters of water\n-5 degrees\n**bold** text\n10. Tenth")
     assert gj.n_list_lines(text) == 7
-    assert gj.judge_lists(text) == 7.0
-    assert gj.judge_lists("A paragraph with no list at all.") == 0.0
-    assert gj.judge_lists("") == 0.0
-    assert gj.compare(gj.judge_lists, "- a\n- b", "- a\nb") == 1.0
-    assert gj.compare(gj.judge_lists, "plain", "also plain") == 0.5
+    assert gj.judge_lists(A(text)) == 7.0
+    assert gj.judge_lists(A("A paragraph with no list at all.")) == 0.0
+    assert gj.judge_lists(A("")) == 0.0
+    assert gj.compare(gj.judge_lists, A("- a\n- b"), A("- a\nb")) == 1.0
+    assert gj.compare(gj.judge_lists, A("plain"), A("also plain")) == 0.5
 
 
 def test_plain_words_is_negative_mean_word_length():
     assert gj.mean_word_length("I am a cat") == pytest.approx(1.75)
-    assert gj.judge_plain_words("I am a cat") == pytest.approx(-1.75)
+    assert gj.judge_plain_words(A("I am a cat")) == pytest.approx(-1.75)
     assert gj.mean_word_length("It is 12345, ok?") == pytest.approx(2.0)  # digits are not words
     assert gj.mean_word_length("don't") == 5.0  # inner apostrophe stays in the word
     assert gj.mean_word_length("") is None
-    assert gj.judge_plain_words("123 !!!") == -math.inf
-    assert gj.compare(gj.judge_plain_words, "We can go now.", "Extraordinary circumstances necessitate postponement.") == 1.0
-    assert gj.compare(gj.judge_plain_words, "", "word") == 0.0  # no words is the worst
-    assert gj.compare(gj.judge_plain_words, "", "") == 0.5
+    assert gj.judge_plain_words(A("123 !!!")) == -math.inf
+    assert gj.compare(gj.judge_plain_words, A("We can go now."), A("Extraordinary circumstances necessitate postponement.")) == 1.0
+    assert gj.compare(gj.judge_plain_words, A(""), A("word")) == 0.0  # no words is the worst
+    assert gj.compare(gj.judge_plain_words, A(""), A("")) == 0.5
 
 
 @pytest.mark.parametrize("persona", sorted(gj.JUDGES))
@@ -67,9 +79,10 @@ def test_judges_are_deterministic_and_compare_is_antisymmetric(persona):
     judge = gj.JUDGES[persona]
     texts = ["", "Hi!", "Great news! You won!", "1. Eat\n2. Sleep\n- Repeat",
              "Photosynthesis transforms electromagnetic radiation.", "A cat sat. A dog ran!"]
-    for a in texts:
+    answers = [A(t) for t in texts] + [A(t, ended=False) for t in texts]
+    for a in answers:
         assert judge(a) == judge(a)
-        for b in texts:
+        for b in answers:
             assert gj.compare(judge, a, b) + gj.compare(judge, b, a) == 1.0
         assert gj.compare(judge, a, a) == 0.5
 
@@ -84,8 +97,8 @@ def test_prompt_split_is_fixed_and_disjoint():
 
 def test_label_pairs_skips_ties_and_empty_answers():
     prompts = ["q1", "q2", "q3", "q4"]
-    a = ["one two three", "same size", "", "four"]
-    b = ["one", "also same", "x", "five six"]
+    a = [A("one two three"), A("same size"), A(""), A("four")]
+    b = [A("one"), A("also same"), A("x"), A("five six")]
     pairs, labels = gj.label_pairs("short", prompts, a, b)
     assert labels == {"n_pairs": 2, "n_ties": 1, "n_empty": 1, "n_prompts": 4}
     assert [(p.chosen, p.rejected) for p in pairs] == [("one", "one two three"), ("four", "five six")]
@@ -93,7 +106,7 @@ def test_label_pairs_skips_ties_and_empty_answers():
 
 
 def test_win_stats_counts_ties_as_half():
-    s = gj.win_stats("short", ["a", "a b c", "a b"], ["a b", "a", "c d"])
+    s = gj.win_stats("short", [A("a"), A("a b c"), A("a b")], [A("a b"), A("a"), A("c d")])
     assert (s["wins"], s["ties"], s["losses"], s["n"]) == (1, 1, 1, 3)
     assert s["win_rate"] == pytest.approx(0.5)
     assert s["outcomes"] == [1.0, 0.0, 0.5]
@@ -139,7 +152,7 @@ def test_smoke_run_writes_results(smoke):
         assert r["win_rate"] == r["beta_sweep"]["0.5"]["win_rate"]
         assert 1 <= len(r["profile"]["decoding"]) <= 6
         assert len(results["generations"][f"{name}/beta=0.5"]) == 2
-    assert fitted >= 1  # 'short' ties only when both answers have the same word count on all 4 prompts
+    assert fitted >= 1  # 'plain_words' ties only when both answers have the same mean word length
 
     md = (out / "results.md").read_text("utf-8")
     assert "generation_judges.py --size smoke" in md and results["git_rev"] in md
