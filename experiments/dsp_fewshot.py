@@ -29,21 +29,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
 
 from drift_cpp import approximation, evaluation as ev
 from drift_cpp.attributes import builtin_attributes
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
+from run_info import REPO, command_line, git_rev, log, run
 
 CITATION = ('DSP data: Cheng et al. 2023, "Everyone Deserves A Reward: Learning Customized Human Preferences" '
             "(arXiv 2309.03126), CC BY-NC 4.0")
@@ -86,9 +82,6 @@ SIZES = {
                     l2_grid=(0.001, 0.01, 0.1, 1.0, 10.0, 100.0)),
 }
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- data
@@ -271,12 +264,6 @@ def analyse_persona(folds_train, groups_train, folds_test, attributes, cfg, ks) 
 
 
 # ------------------------------------------------------------------------- report
-def git_rev() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=30)
-        return out.stdout.strip() if out.returncode == 0 else "unknown (git rev-parse failed)"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
 
 
 def reduction_bars(results: dict) -> dict:
@@ -387,7 +374,7 @@ def main(argv=None) -> int:
         raise DriftError("--seeds and --max-response-tokens must be at least 1")
     out = args.out or REPO / "experiments" / "results" / f"dsp_fewshot_{args.size}"
     out.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", __file__, *argv])
+    command, rev = command_line(__file__, argv), git_rev()
     log(CITATION)
 
     from drift_cpp.models import ModelOptions, load_model
@@ -430,7 +417,7 @@ def main(argv=None) -> int:
     results = {
         "citation": CITATION,
         "command": command,
-        "git_rev": git_rev(),
+        "git_rev": rev,
         "model": model.identity,
         "config": {"size": args.size, "data": str(args.data), "queries": cfg["queries"], "seeds": cfg["seeds"],
                    "max_response_tokens": cfg["max_response_tokens"], "ks": ks, "l2_grid": list(cfg["l2_grid"]),
@@ -457,8 +444,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DriftError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

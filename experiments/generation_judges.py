@@ -47,19 +47,15 @@ import hashlib
 import json
 import math
 import re
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
-
-REPO = Path(__file__).resolve().parent.parent
 
 from drift_cpp.attributes import builtin_attributes
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
+from run_info import REPO, command_line, git_rev, log, run
 
 # ---------------------------------------------------------------------------- judges
 class Answer(NamedTuple):
@@ -239,9 +235,6 @@ SIZES = {
 }
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
 
 # ---------------------------------------------------------------------------- generation
 class GenerationLog:
@@ -355,13 +348,6 @@ def negated(profile):
 
 
 # ---------------------------------------------------------------------------- report
-def git_rev() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=30)
-        return out.stdout.strip() if out.returncode == 0 else "unknown (git rev-parse failed)"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
 
 
 def _fmt(stats: Optional[dict]) -> str:
@@ -489,7 +475,7 @@ def main(argv=None) -> int:
     cfg = SIZES[args.size]
     out = args.out or REPO / "experiments" / "results" / f"generation_judges_{args.size}"
     out.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", __file__, *argv])
+    command, rev = command_line(__file__, argv), git_rev()
 
     from drift_cpp.decoding import Drift
     from drift_cpp.models import ModelOptions, load_model
@@ -577,7 +563,7 @@ def main(argv=None) -> int:
 
     results = {
         "command": command,
-        "git_rev": git_rev(),
+        "git_rev": rev,
         "model": model.identity,
         "config": {"size": args.size, "n_train": len(train), "n_held_out": len(held_out),
                    "attributes": list(attributes.ids), "top": TOP, "max_tokens": mt,
@@ -608,8 +594,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DriftError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main)
