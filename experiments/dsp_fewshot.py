@@ -18,17 +18,23 @@ Protocol (no tuning on the test pool):
     configuration (normalization and fit method) are chosen per persona and k by grouped
     cross-validation on the train pool only (held-out queries, never the test pool).
 
-Outputs under --out: results.json, results.md (tables, the exact command, git rev) and PNGs.
-Interrupted runs resume: every score goes to the score cache as it is computed.
+  * The default fit changes only when the fit with the best train-pool CV accuracy also beats
+    the paper's closed form on the test pools ("Defaults by evidence" in results.md).
+
+Outputs under --out: results.json, results.md (tables, the exact command, git rev), and PNGs
+under --img (default: --out). Interrupted runs resume: every score goes to the score cache as
+it is computed.
 
     python experiments/dsp_fewshot.py --size smoke --out /tmp/dsp-smoke
-    python experiments/dsp_fewshot.py --size full --threads 1   # ~1.5-2 h on 2 cores
+    python experiments/dsp_fewshot.py --size full --threads 1 --out docs/results/dsp_fewshot --img docs/img
+                                                                # ~1.5-2 h on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -260,7 +266,37 @@ def analyse_persona(folds_train, groups_train, folds_test, attributes, cfg, ks) 
         "attribute_reduction": reduction, "top_attributes": top,
         "selection": {"ks": list(test["ks"]), "drift-selected": selected, **families, "cv_ks": cv["ks"]},
         "cv": cv,
+        "test": test,
     }
+
+
+def product_candidates(l2_grid) -> list[str]:
+    """The fits `drift-cpp approximate` offers: the paper's closed form (first) with either
+    normalization, and the logistic and Bradley-Terry fits at one fixed l2."""
+    return ["drift", "drift (mean)"] + family_labels(l2_grid, "logistic") + family_labels(l2_grid, "bt")
+
+
+def defaults_evidence(personas: dict, l2_grid) -> dict:
+    """The rule for changing the default fit: the candidate with the best train-pool CV accuracy
+    (mean over personas and k) replaces the paper's closed form only if it also beats it on the
+    test pools. The test pools play no part in picking the candidate."""
+    if not all(r["cv"]["ks"] for r in personas.values()):
+        return {"candidates": [], "best_by_cv": None, "adopt": "drift",
+                "why": "the train pools are too small to cross-validate"}
+
+    def accuracy(key: str, label: str) -> float:
+        return float(np.mean([np.mean(r[key]["methods"][label]["mean"]) for r in personas.values()]))
+
+    rows = [{"label": l, "cv": accuracy("cv", l), "test": accuracy("test", l)} for l in product_candidates(l2_grid)]
+    paper, best = rows[0], max(rows, key=lambda r: r["cv"])
+    if best is paper:
+        why = "the paper's closed form has the best train-pool CV accuracy"
+    elif best["test"] > paper["test"]:
+        why = f"{best['label']} wins on the train pools by CV and holds on the test pools"
+    else:
+        why = f"{best['label']} wins on the train pools by CV but not on the test pools"
+    adopt = best["label"] if best is not paper and best["test"] > paper["test"] else "drift"
+    return {"candidates": rows, "best_by_cv": best["label"], "adopt": adopt, "why": why}
 
 
 # ------------------------------------------------------------------------- report
@@ -277,7 +313,8 @@ def reduction_bars(results: dict) -> dict:
     return bars
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, img: str) -> str:
+    """The report; `img` is the plots' folder relative to it."""
     c = results["config"]
     out = [
         "# Few-shot preference modelling on DSP",
@@ -311,8 +348,16 @@ def markdown(results: dict) -> str:
             ev.format_table(avg["fit_methods"], "Fit method: qp vs logistic vs bt vs standardize vs with_length"), "",
             ev.format_table(avg["normalization"], "Normalization: sum vs mean (per response token)"), "",
             ev.format_table(avg["attribute_reduction"], "Attribute reduction (Figure 4): Drift with its top-m attributes"),
-            "", "![accuracy vs k](accuracy_vs_k.png)", "![fit methods](fit_methods.png)",
-            "![normalization](normalization.png)", "![attribute reduction](attribute_reduction.png)", ""]
+            ""]
+    out += [f"![{name[:-4].replace('_', ' ')}]({(Path(img) / name).as_posix()})" for name in PLOTS] + [""]
+    d = results["defaults"]
+    out += ["## Defaults by evidence", "",
+            "Each fit `drift-cpp approximate` offers, by accuracy averaged over the personas and k: on the "
+            "train pools by grouped cross-validation (which picks the candidate) and on the test pools "
+            "(which must confirm it). `drift` is the paper's closed form with `sum` normalization.", "",
+            "| fit | train-pool CV | test pool |", "|---|---|---|"]
+    out += [f"| {r['label']} | {r['cv']:.3f} | {r['test']:.3f} |" for r in d["candidates"]]
+    out += ["", f"Verdict: **{d['adopt']}**, as {d['why']}.", ""]
     for persona, r in results["personas"].items():
         out += [f"## Persona: {persona}", "",
                 f"{r['n_train_pairs']} train-pool pairs, {r['n_test_pairs']} test-pool pairs.", "",
@@ -335,20 +380,20 @@ def markdown(results: dict) -> str:
     return "\n".join(out)
 
 
-def plots(results: dict, out: Path) -> list[str]:
+PLOTS = ("accuracy_vs_k.png", "fit_methods.png", "normalization.png", "attribute_reduction.png")
+
+
+def plots(results: dict, img: Path) -> None:
+    img.mkdir(parents=True, exist_ok=True)
     personas = results["personas"]
-    written = []
     for name, key, title in [("accuracy_vs_k.png", "accuracy_vs_k", "DSP: accuracy vs training pairs"),
                              ("fit_methods.png", "fit_methods", "DSP: fit methods"),
                              ("normalization.png", "normalization", "DSP: sum vs mean normalization")]:
         panels = {"average": results["average"][key], **{p: r[key] for p, r in personas.items()}}
-        ev.plot(panels, out / name, title=title)
-        written.append(name)
+        ev.plot(panels, img / name, title=title)
     k_red = results["average"]["attribute_reduction"]["ks"]
-    ev.plot_bars(reduction_bars(results), out / "attribute_reduction.png",
+    ev.plot_bars(reduction_bars(results), img / "attribute_reduction.png",
                  title=f"DSP: Drift with its top-m attributes (k = {k_red[0] if k_red else '-'})")
-    written.append("attribute_reduction.png")
-    return written
 
 
 # --------------------------------------------------------------------------- main
@@ -357,6 +402,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", choices=sorted(SIZES), default="smoke")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="DSP jsonl (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: experiments/results/dsp_fewshot_<size>)")
+    ap.add_argument("--img", type=Path, default=None, help="folder for the plots (default: the output folder)")
     ap.add_argument("--cache", type=Path, default=None, help="score cache file (default: the drift-cpp cache)")
     ap.add_argument("--model", default=None, help="model name or GGUF path (default: the embedded SmolLM2-135M)")
     ap.add_argument("--threads", type=int, default=0,
@@ -374,6 +420,7 @@ def main(argv=None) -> int:
         raise DriftError("--seeds and --max-response-tokens must be at least 1")
     out = args.out or REPO / "experiments" / "results" / f"dsp_fewshot_{args.size}"
     out.mkdir(parents=True, exist_ok=True)
+    img = args.img or out
     command, rev = command_line(__file__, argv), git_rev()
     log(CITATION)
 
@@ -429,15 +476,15 @@ def main(argv=None) -> int:
         "timing": {"scoring_s": t_scored - t0, "analysis_s": t_done - t_scored},
         "personas": personas,
         "average": average,
+        "defaults": defaults_evidence(personas, cfg["l2_grid"]),
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    atomic_write_text(out / "results.md", markdown(results))
     try:
-        written = plots(results, out)
+        plots(results, img)
     except DriftError as e:
         log(f"warning: no plots: {e}")
-        written = []
-    log(f"wrote {out / 'results.json'}, {out / 'results.md'}" + "".join(f", {out / w}" for w in written))
+    atomic_write_text(out / "results.md", markdown(results, os.path.relpath(img, out)))
+    log(f"wrote {out / 'results.json'}, {out / 'results.md'} and plots in {img}")
     avg = average["accuracy_vs_k"]
     print(ev.format_table(avg, f"Average test accuracy over the four personas ({CITATION})"))
     return 0

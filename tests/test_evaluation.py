@@ -305,6 +305,24 @@ def test_plot_writes_png_and_explains_missing_matplotlib(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------ the experiment
+def _cv_and_test(cv: dict, test: dict) -> dict:
+    return {"cv": {"ks": [5], "methods": {label: {"mean": [x]} for label, x in cv.items()}},
+            "test": {"ks": [5], "methods": {label: {"mean": [x]} for label, x in test.items()}}}
+
+
+def test_default_fit_changes_only_when_cv_and_the_test_pools_agree():
+    sys.path.insert(0, str(REPO / "experiments"))
+    import dsp_fewshot
+
+    grid = (1.0,)
+    base = {label: 0.6 for label in dsp_fewshot.product_candidates(grid)}
+    verdict = lambda cv, test: dsp_fewshot.defaults_evidence({"p": _cv_and_test(base | cv, base | test)}, grid)
+    assert verdict({"bt l2=1": 0.7}, {"bt l2=1": 0.65})["adopt"] == "bt l2=1"
+    assert verdict({"bt l2=1": 0.7}, {"bt l2=1": 0.55})["adopt"] == "drift"  # CV alone is not enough
+    assert verdict({}, {"bt l2=1": 0.9})["adopt"] == "drift"  # the test pools never pick
+    assert verdict({"drift (mean)": 0.61}, {"drift (mean)": 0.62})["adopt"] == "drift (mean)"
+
+
 @pytest.mark.skipif(not DSP.exists(), reason=f"DSP data not found at {DSP}")
 def test_dsp_fewshot_smoke_end_to_end(tmp_path):
     env = dict(os.environ, DRIFT_CPP_CACHE=str(tmp_path / "cache"))
@@ -346,16 +364,28 @@ def test_dsp_fewshot_smoke_end_to_end(tmp_path):
     assert set(results["average"]) >= {"accuracy_vs_k", "fit_methods", "normalization", "attribute_reduction"}
     md = (out / "results.md").read_text()
     assert results["command"] in md and results["git_rev"] in md and "Cheng et al. 2023" in md
+    assert "(accuracy_vs_k.png)" in md
+
+    # The default fit changes only on train-pool CV evidence that holds on the test pools.
+    d = results["defaults"]
+    rows = {r["label"]: r for r in d["candidates"]}
+    assert list(rows)[:2] == ["drift", "drift (mean)"] and "bt l2=1" in rows and "logistic l2=1" in rows
+    assert d["best_by_cv"] == max(rows, key=lambda label: rows[label]["cv"])
+    if d["adopt"] != "drift":
+        assert d["adopt"] == d["best_by_cv"] and rows[d["adopt"]]["test"] > rows["drift"]["test"]
+    assert f"Verdict: **{d['adopt']}**" in md
 
     # Resumable: a second run reads every score from the cache and gives the same numbers.
     start = time.monotonic()
-    again = subprocess.run(cmd + ["--out", str(tmp_path / "out2")], env=env, capture_output=True, text=True,
+    again = subprocess.run(cmd + ["--out", str(tmp_path / "out2"), "--img", str(tmp_path / "img")], env=env, capture_output=True, text=True,
                            timeout=600, cwd=REPO)
     assert again.returncode == 0, again.stderr[-3000:]
     second = json.loads((tmp_path / "out2" / "results.json").read_text())
     assert second["personas"]["academy"]["accuracy_vs_k"] == results["personas"]["academy"]["accuracy_vs_k"]
     assert second["average"] == results["average"]
     assert second["timing"]["scoring_s"] < results["timing"]["scoring_s"] / 3
+    assert (tmp_path / "img" / "fit_methods.png").stat().st_size > 0
+    assert "(../img/fit_methods.png)" in (tmp_path / "out2" / "results.md").read_text()
     assert time.monotonic() - start < first_s
 
 
