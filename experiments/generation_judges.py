@@ -27,12 +27,14 @@ Protocol (nothing is tuned on the held-out prompts; every setting below is fixed
     persona and configuration.
 
 Outputs under --out: results.json, results.md (tables, the exact command, git rev) and,
-where matplotlib is importable, win_rates.png. Interrupted runs resume: scores go to the
-score cache as they are computed, and every generation is appended to generations.jsonl in
-the output folder, keyed by everything that determines it.
+where matplotlib is importable, generation_win_rates.png under --img (default: --out).
+Interrupted runs resume: scores go to the score cache as they are computed, and every
+generation is appended to generations.jsonl in the output folder, keyed by everything that
+determines it.
 
     python experiments/generation_judges.py --size smoke --out /tmp/gen-smoke --threads 1   # ~1 min
-    python experiments/generation_judges.py --size full --threads 1                        # ~1.5 h on 2 cores
+    python experiments/generation_judges.py --size full --threads 1 \
+        --out docs/results/generation_judges --img docs/img                                # ~1.5 h on 2 cores
 
 On a machine whose cores are busy with other work, --threads 1 is far faster than one thread
 per core (measured on a shared 2-core machine: plain decoding 50 vs 1-4 tokens/s, Drift 6 vs
@@ -46,6 +48,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -402,7 +405,7 @@ def markdown(results: dict) -> str:
                 "only each answer's first max_tokens tokens. `short` counts a cut answer as longer than any that "
                 "ended and two cut answers as a tie, so it can only reward an answer that ends; see the "
                 "per-persona column of answers that ended before max_tokens."]
-    out += ["", "![win rates](win_rates.png)" if results.get("plot") else "", ""]
+    out += ["", f"![win rates]({results['plot']})" if results.get("plot") else "", ""]
     for name, r in results["personas"].items():
         lab = r["labels"]
         out += [f"## {name}: {JUDGE_DESCRIPTIONS[name]}", "",
@@ -427,6 +430,9 @@ def markdown(results: dict) -> str:
                     f"- negated: {json.dumps(ex['negated'], ensure_ascii=False)}"]
         out.append("")
     return "\n".join(out)
+
+
+PLOT = "generation_win_rates.png"
 
 
 def plot(results: dict, path: Path) -> bool:
@@ -467,6 +473,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", choices=sorted(SIZES), default="smoke")
     ap.add_argument("--out", type=Path, default=None,
                     help="output folder (default: experiments/results/generation_judges_<size>)")
+    ap.add_argument("--img", type=Path, default=None, help="folder for the plot (default: the output folder)")
     ap.add_argument("--cache", type=Path, default=None, help="score cache file (default: the drift-cpp cache)")
     ap.add_argument("--model", default=None, help="model name or GGUF path (default: the embedded SmolLM2-135M)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: one per core)")
@@ -580,10 +587,13 @@ def main(argv=None) -> int:
         "train_answers": [[a._asdict() for a in run] for run in answers],
         "generations": {k: [a._asdict() for a in v] for k, v in generations.items()},
     }
-    results["plot"] = plot(results, out / "win_rates.png")
+    img = args.img or out
+    img.mkdir(parents=True, exist_ok=True)
+    if plot(results, img / PLOT):  # the link from results.md
+        results["plot"] = (Path(os.path.relpath(img, out)) / PLOT).as_posix()
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     atomic_write_text(out / "results.md", markdown(results))
-    log(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {out / 'win_rates.png'}" if results["plot"] else ""))
+    log(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {img / PLOT}" if results.get("plot") else ""))
     print(f"persona       pairs  win@β={MAIN_BETA:g}  negated")
     for name, r in personas.items():
         if r.get("skipped"):

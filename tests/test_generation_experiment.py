@@ -156,6 +156,8 @@ def test_smoke_run_writes_results(smoke):
 
     md = (out / "results.md").read_text("utf-8")
     assert "generation_judges.py --size smoke" in md and results["git_rev"] in md
+    assert results["plot"] == "generation_win_rates.png" and (out / results["plot"]).stat().st_size > 0
+    assert "(generation_win_rates.png)" in md
     assert (out / "generations.jsonl").exists()
 
 
