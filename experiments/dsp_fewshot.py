@@ -78,9 +78,11 @@ SMOKE_ATTRIBUTES = ("formal", "concise", "vivid", "persuasive", "humor", "creati
 SIZES = {
     "smoke": dict(queries=6, attributes=SMOKE_ATTRIBUTES, max_response_tokens=32, seeds=3,
                   ks=(2, 4, 8), reduction_k=8, cv_min_test=2, l2_grid=(0.1, 1.0, 10.0)),
+    # As l2 grows, logistic and bt tend to the paper's closed form (their gradient at zero is
+    # along v), so a grid up to 1e4 spans fits from unregularized to nearly qp.
     "full": dict(queries=64, attributes=None, max_response_tokens=64, seeds=20,
                  ks=(5, 10, 20, 40, 80, 150), reduction_k=40, cv_min_test=20,
-                 l2_grid=(0.001, 0.01, 0.1, 1.0, 10.0, 100.0)),
+                 l2_grid=(0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)),
     # What fits beside the generation run in one session, one thread each: 16 queries x 42
     # prompts x (~40 prompt + 5 x <= 48 response tokens) ~ 190k tokens at ~120 tok/s ~ 26 min.
     "reduced": dict(queries=16, attributes=None, max_response_tokens=48, seeds=10,
