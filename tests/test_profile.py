@@ -39,8 +39,8 @@ def test_w_and_l_equal_direct_scorer_differences(scorer, demo_pairs):
                 assert M[j, i] == pytest.approx(lp[0] - lp[1], abs=1e-9)
 
 
-def test_fit_is_unit_norm_with_top_m(scorer, demo_pairs):
-    prof = Profile.fit(demo_pairs, scorer, builtin_attributes().select(ATTRS), FitOptions(top=3))
+def test_qp_fit_is_the_closed_form_with_top_m(scorer, demo_pairs):
+    prof = Profile.fit(demo_pairs, scorer, builtin_attributes().select(ATTRS), FitOptions(top=3, method="qp"))
     p = prof.p
     assert np.linalg.norm(p) == pytest.approx(1.0)
     W, L = prof.features()
@@ -50,6 +50,29 @@ def test_fit_is_unit_norm_with_top_m(scorer, demo_pairs):
     assert prof.data.selected == [ids[i] for i in np.argsort(-np.abs(v), kind="stable")[:3]]
     # the demo persona wants short answers: "concise" is its strongest positive attribute
     assert prof.data.selected[0] == "concise" and p[ids.index("concise")] > 0
+
+
+def test_default_fit_is_regularized_bradley_terry(scorer, demo_pairs):
+    # The default chosen by the DSP evaluation: bt with l2 = 1000, between the closed form and
+    # an unregularized fit. Reference: the penalized BT objective (each pair enters as D_j labelled 1
+    # and -D_j labelled 0) is stationary at the optimum b, so its gradient
+    # -2 sum_j (1 - sigmoid(D_j b)) D_j + l2 b vanishes; p = b / ||b||.
+    prof = Profile.fit(demo_pairs, scorer, builtin_attributes().select(ATTRS), FitOptions(top=3))
+    assert (prof.options.method, prof.options.l2) == ("bt", 1000.0)
+    assert prof.data.options["l2"] == 1000.0
+    W, L = prof.features()
+    D = W - L
+    p = prof.p
+    # b = s * p for the unknown norm s: solve the one-dimensional stationarity along p, then check all of it
+    def grad(s):
+        b = s * p
+        return -2.0 * (D.T @ (1.0 - 1.0 / (1.0 + np.exp(-(D @ b))))) + 1000.0 * b
+    lo, hi = 0.0, 10.0
+    for _ in range(200):  # bisection on grad(s) . p, increasing in s
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if grad(mid) @ p < 0 else (lo, mid)
+    np.testing.assert_allclose(grad(lo), 0.0, atol=1e-6)
+    assert np.linalg.norm(p) == pytest.approx(1.0)
 
 
 def test_incremental_update_and_new_attribute_equal_full_fit(scorer, demo_pairs, tmp_path):

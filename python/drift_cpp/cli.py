@@ -104,20 +104,24 @@ def _attribute_set(attributes_file, include, exclude):
 @click.option("--exclude", help="Leave out these attribute ids.")
 @click.option("--decode-exclude", help="Approximate and show, but never decode with, these ids.")
 @click.option("--normalize", type=click.Choice(["sum", "mean"]), default="sum", show_default=True)
-@click.option("--method", type=click.Choice(["qp", "logistic", "bt"]), default="qp", show_default=True)
+@click.option("--method", type=click.Choice(["qp", "logistic", "bt"]),
+              help="qp: the paper's closed form; bt (the default, chosen by the DSP evaluation) and logistic: "
+                   "regularized regressions.")
+@click.option("--l2", type=float, help="Penalty of bt and logistic (default 1000); larger is closer to qp.")
 @click.option("--max-response-tokens", default=0, help="Truncate longer responses (0: never; too long is an error).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the score cache.")
 @click.pass_context
 @_errors
 def approximate(ctx, prefs, output, slm, top, attributes_file, include, exclude, decode_exclude, normalize, method,
-                max_response_tokens, no_cache):
+                l2, max_response_tokens, no_cache):
     """Fit a profile from preference pairs (JSONL or CSV with prompt, chosen, rejected)."""
     from .preferences import load_pairs
     from .profile import FitOptions, Profile
     pairs = load_pairs(prefs)
     attrs = _attribute_set(attributes_file, include, exclude)
     scorer = _scorer(ctx, slm, no_cache, max_response_tokens)
-    profile = Profile.fit(pairs, scorer, attrs, FitOptions(top, normalize, method),
+    chosen = {k: v for k, v in (("method", method), ("l2", l2)) if v is not None}
+    profile = Profile.fit(pairs, scorer, attrs, FitOptions(top, normalize, **chosen),
                           [x for x in (decode_exclude or "").split(",") if x])
     profile.save(output)
     click.echo(f"wrote {output}: {len(pairs)} pairs, {len(attrs)} attributes")
@@ -160,8 +164,9 @@ def profile_show(path, as_json, plot):
                                "attributes": [{"id": a["id"], "unit_implicit_preference": float(u), "p": p}
                                               for a, u, p in zip(prof.data.attributes, uip, prof.data.p)]}, indent=2))
     else:
-        click.echo(f"{path}: {prof.data.n_pairs} pairs, model {prof.data.model.get('name')}, "
-                   f"{prof.data.options['method']}/{prof.data.options['normalize']}")
+        o = prof.options
+        fit = o.method if o.method == "qp" else f"{o.method} l2={o.l2:g}"
+        click.echo(f"{path}: {prof.data.n_pairs} pairs, model {prof.data.model.get('name')}, {fit}/{o.normalize}")
         _show(prof)
     if plot:
         _plot(prof, plot)
@@ -451,7 +456,7 @@ def demo(ctx, no_cache):
 def evaluate(ctx, prefs, slm, splits, attributes_file, include, exclude, max_response_tokens, as_json, plot,
              no_cache):
     """Cross-validated accuracy on your own pairs, against baselines fitted on the same k pairs."""
-    from . import evaluation
+    from . import approximation, evaluation
     from .preferences import load_pairs
     from .profile import reward_features
     pairs = load_pairs(prefs)
@@ -461,8 +466,10 @@ def evaluate(ctx, prefs, slm, splits, attributes_file, include, exclude, max_res
     if not ks:
         raise DriftError(f"{prefs}: {len(pairs)} pairs are too few; evaluation needs at least "
                          f"{10 + evaluation.MIN_TEST} (10 to train, {evaluation.MIN_TEST} to test)")
-    results = evaluation.cross_validate(W, L, [(p.chosen, p.rejected) for p in pairs], ks, splits,
-                                        methods=("drift", "longer", "best_single", "logistic", "bow_rm"))
+    default_fit = f"drift ({approximation.DEFAULT_METHOD} l2={approximation.DEFAULT_L2:g}, the default)"
+    methods = {default_fit: (approximation.DEFAULT_METHOD, {"l2": approximation.DEFAULT_L2}),
+               "drift (qp, the paper's)": "drift", **{m: m for m in ("longer", "best_single", "logistic", "bow_rm")}}
+    results = evaluation.cross_validate(W, L, [(p.chosen, p.rejected) for p in pairs], ks, splits, methods=methods)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:

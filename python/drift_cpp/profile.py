@@ -26,7 +26,8 @@ NORMALIZE = ("sum", "mean")
 class FitOptions:
     top: int = 7                # attributes used for decoding (paper: 7)
     normalize: str = "sum"      # "sum": summed log-ratio (paper); "mean": per response token
-    method: str = "qp"          # "qp": the paper's closed form; "logistic", "bt": section-5 style fits
+    method: str = approximation.DEFAULT_METHOD  # "qp": the paper's closed form; "logistic", "bt": regressions
+    l2: float = approximation.DEFAULT_L2        # penalty of "logistic" and "bt"
 
     def check(self) -> None:
         if self.normalize not in NORMALIZE:
@@ -35,6 +36,8 @@ class FitOptions:
             raise DriftError(f"unknown method '{self.method}' (choose {', '.join(approximation.METHODS)})")
         if self.top < 1:
             raise DriftError("--top must be at least 1")
+        if not self.l2 > 0:
+            raise DriftError("--l2 must be positive")
 
 
 def _system(prompt: str, pair: PreferencePair) -> tuple[str, tuple]:
@@ -97,7 +100,7 @@ class Profile:
             schema_version=profile_file.SCHEMA_VERSION, model=model.identity, base=d["base"],
             attributes=d["attributes"], sums=[0.0] * len(attributes), n_pairs=0, p=[0.0] * len(attributes),
             selected=[], decode_exclude=decode_exclude,
-            options={"top": options.top, "normalize": options.normalize, "method": options.method},
+            options={"top": options.top, "normalize": options.normalize, "method": options.method, "l2": options.l2},
             pair_ids=[], created_at=now, updated_at=now, features={"rows": []}))
 
     def update(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> int:
@@ -140,7 +143,7 @@ class Profile:
         W, L = self.features()
         v = (W - L).sum(axis=0)
         self.data.sums = v.tolist()
-        self.data.p = approximation.fit(W, L, self.options.method).tolist()
+        self.data.p = approximation.fit(W, L, self.options.method, self.options.l2).tolist()
         exclude = np.array([a["id"] in self.data.decode_exclude for a in self.data.attributes])
         chosen = approximation.top_m(np.array(self.data.p), self.options.top, exclude)
         self.data.selected = [self.data.attributes[i]["id"] for i in chosen]
@@ -160,7 +163,8 @@ class Profile:
 
     @property
     def options(self) -> FitOptions:
-        return FitOptions(**self.data.options)
+        # Profiles written before l2 was recorded were fitted with l2 = 1.
+        return FitOptions(**{"l2": 1.0, **self.data.options})
 
     @property
     def p(self) -> np.ndarray:
