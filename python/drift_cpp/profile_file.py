@@ -154,6 +154,21 @@ def _id_list(values: list, name: str, known: set) -> list:
     return values
 
 
+# The fitting options a profile may record, with a check and its wording for each.
+_OPTIONS = {"top": (_is_int, "an integer"), "normalize": (lambda x: isinstance(x, str), "a string"),
+            "method": (lambda x: isinstance(x, str), "a string"), "l2": (_is_number, "a finite number")}
+
+
+def _options(values: dict) -> dict:
+    for key, value in values.items():
+        if key not in _OPTIONS:
+            raise _Invalid(f"field 'options' has unknown key '{key}'")
+        ok, what = _OPTIONS[key]
+        if not ok(value):
+            raise _Invalid(f"field 'options.{key}' must be {what}, got {value!r}")
+    return values
+
+
 def _timestamp(value: str, name: str) -> str:
     try:
         # Python < 3.11 does not accept a trailing "Z".
@@ -223,7 +238,7 @@ def _check(obj: Any) -> ProfileData:
     p = _numbers(_expect(obj, "p", list, "a list"), "p", k)
     selected = _id_list(_expect(obj, "selected", list, "a list"), "selected", ids)
     decode_exclude = _id_list(_expect(obj, "decode_exclude", list, "a list"), "decode_exclude", ids)
-    options = _expect(obj, "options", dict, "an object")
+    options = _options(_expect(obj, "options", dict, "an object"))
     pair_ids = _id_list(_expect(obj, "pair_ids", list, "a list"), "pair_ids", None)
     created_at = _timestamp(_expect(obj, "created_at", str, "a string"), "created_at")
     updated_at = _timestamp(_expect(obj, "updated_at", str, "a string"), "updated_at")
