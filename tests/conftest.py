@@ -1,6 +1,11 @@
 """Shared fixtures: real models, loaded once per test session."""
 
+from pathlib import Path
+
 import pytest
+
+# DSP (Cheng et al. 2023, "Everyone Deserves A Reward", CC BY-NC 4.0), beside the checkout.
+DSP_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsp" / "dsp_dev.jsonl"
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +25,13 @@ def reference_llm(smollm):
     """llama-cpp-python's own Llama on the same file: the independent reference."""
     import llama_cpp
     return llama_cpp.Llama(str(smollm.path), logits_all=True, verbose=False, n_ctx=2048, n_threads=2)
+
+
+@pytest.fixture()
+def dsp() -> Path:
+    if not DSP_PATH.exists():
+        pytest.skip(f"DSP data not found at {DSP_PATH}")
+    return DSP_PATH
 
 
 @pytest.fixture()

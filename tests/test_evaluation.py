@@ -15,7 +15,6 @@ from drift_cpp import evaluation as ev
 from drift_cpp.errors import DriftError
 
 REPO = Path(__file__).resolve().parent.parent
-DSP = REPO.parent / "shared" / "data" / "dsp" / "dsp_dev.jsonl"
 FEATURE_METHODS = ["best_single", "drift", "logistic", "bt", "standardize"]
 
 
@@ -323,10 +322,9 @@ def test_default_fit_changes_only_when_cv_and_the_test_pools_agree():
     assert verdict({"drift (mean)": 0.61}, {"drift (mean)": 0.62})["adopt"] == "drift (mean)"
 
 
-@pytest.mark.skipif(not DSP.exists(), reason=f"DSP data not found at {DSP}")
-def test_dsp_fewshot_smoke_end_to_end(tmp_path):
+def test_dsp_fewshot_smoke_end_to_end(tmp_path, dsp):
     env = dict(os.environ, DRIFT_CPP_CACHE=str(tmp_path / "cache"))
-    cmd = [sys.executable, str(REPO / "experiments" / "dsp_fewshot.py"), "--size", "smoke", "--data", str(DSP),
+    cmd = [sys.executable, str(REPO / "experiments" / "dsp_fewshot.py"), "--size", "smoke", "--data", str(dsp),
            "--threads", "1"]  # one thread: llama.cpp slows down badly when its threads share busy cores
 
     start = time.monotonic()
@@ -389,11 +387,8 @@ def test_dsp_fewshot_smoke_end_to_end(tmp_path):
     assert time.monotonic() - start < first_s
 
 
-def test_evaluate_command_reports_methods_by_k(tmp_path):
+def test_evaluate_command_reports_methods_by_k(tmp_path, dsp):
     # DSP (Cheng et al. 2023, CC BY-NC 4.0): the academy persona against entertainment answers.
-    dsp = Path("../shared/data/dsp/dsp_dev.jsonl")
-    if not dsp.exists():
-        pytest.skip("DSP data not found")
     prefs = tmp_path / "prefs.jsonl"
     with prefs.open("w") as f:
         for line in dsp.read_text().splitlines()[:32]:

@@ -13,7 +13,6 @@ from drift_cpp.preferences import load_pairs, write_pairs
 from drift_cpp.profile import FitOptions, Profile, reward_features
 from drift_cpp.scorer import ScoreRequest, Scorer
 
-DSP = "../shared/data/dsp/dsp_dev.jsonl"
 ATTRS = ("concise", "formal", "humor", "analytic", "storyteller", "exclamatory")
 
 
@@ -121,11 +120,11 @@ def test_cli_round_trip_show_update_predict(demo_pairs, tmp_path):
     assert not (tmp_path / "never.json").exists()
 
 
-def test_dsp_academy_profile_beats_chance_on_held_out_pairs(smollm, tmp_cache):
+def test_dsp_academy_profile_beats_chance_on_held_out_pairs(smollm, tmp_cache, dsp):
     # DSP: Cheng et al. 2023, "Everyone Deserves A Reward" (CC BY-NC 4.0). Persona "academy" prefers
     # its own style over "entertainment".
     from drift_cpp.preferences import Message, PreferencePair
-    rows = [json.loads(line) for line in open(DSP)][:40]
+    rows = [json.loads(line) for line in open(dsp)][:40]
     pairs = [PreferencePair((Message("user", r["query"]),), r["responses"]["academy"],
                             r["responses"]["entertainment"], r["id"], i + 1)
              for i, r in enumerate(rows) if r["responses"]["academy"] and r["responses"]["entertainment"]]
