@@ -57,7 +57,6 @@ SPLIT_SEED = 20230907   # which queries, and which of them train / test
 EVAL_SEED = 0           # training draws and cross-validation splits
 TRAIN_FRACTION = 0.6    # share of the queries in the train pool
 CV_TEST_FRACTION = 1 / 3  # share of train-pool queries held out in each model-selection split
-DEFAULT_FIT = f"{approximation.DEFAULT_METHOD} l2={approximation.DEFAULT_L2:g}"
 REDUCTION = (40, 20, 10, 5)  # paper Figure 4: top-m attributes at k = 40
 TOP_SHOWN = 5
 
@@ -243,8 +242,9 @@ def analyse_persona(folds_train, groups_train, folds_test, attributes, cfg, ks) 
                   ev.holdout(folds_train["mean"], folds_test["mean"], ks, seeds, EVAL_SEED, mean_methods))
     rows = {"longer": "longer", "best_single": "best_single", "bow_rm": pick(test, families["bow_rm"]),
             "drift": "drift", "drift-selected": pick(test, selected)}
-    if DEFAULT_FIT in test["methods"]:  # drift-cpp's default fit, where the grid holds its l2
-        rows[f"drift-cpp default ({DEFAULT_FIT})"] = DEFAULT_FIT
+    default_fit, = family_labels((approximation.DEFAULT_L2,), approximation.DEFAULT_METHOD)
+    if default_fit in test["methods"]:  # drift-cpp's default fit, where the grid holds its l2
+        rows[f"drift-cpp default ({default_fit})"] = default_fit
     main = table(test, rows)
     fit_methods = table(test, {"qp": "drift", "logistic": pick(test, families["logistic"]),
                                "bt": pick(test, families["bt"]), "standardize": "standardize",
@@ -306,8 +306,6 @@ def defaults_evidence(personas: dict, l2_grid) -> dict:
 
 
 # ------------------------------------------------------------------------- report
-
-
 def reduction_bars(results: dict) -> dict:
     bars = {}
     for persona, r in results["personas"].items():
@@ -387,17 +385,17 @@ def markdown(results: dict, img: str) -> str:
     return "\n".join(out)
 
 
-PLOTS = ("accuracy_vs_k.png", "fit_methods.png", "normalization.png", "attribute_reduction.png")
+CURVES = {"accuracy_vs_k": "DSP: accuracy vs training pairs", "fit_methods": "DSP: fit methods",
+          "normalization": "DSP: sum vs mean normalization"}  # each table plotted against k, by title
+PLOTS = tuple(f"{key}.png" for key in CURVES) + ("attribute_reduction.png",)
 
 
 def plots(results: dict, img: Path) -> None:
     img.mkdir(parents=True, exist_ok=True)
     personas = results["personas"]
-    for name, key, title in [("accuracy_vs_k.png", "accuracy_vs_k", "DSP: accuracy vs training pairs"),
-                             ("fit_methods.png", "fit_methods", "DSP: fit methods"),
-                             ("normalization.png", "normalization", "DSP: sum vs mean normalization")]:
+    for key, title in CURVES.items():
         panels = {"average": results["average"][key], **{p: r[key] for p, r in personas.items()}}
-        ev.plot(panels, img / name, title=title)
+        ev.plot(panels, img / f"{key}.png", title=title)
     k_red = results["average"]["attribute_reduction"]["ks"]
     ev.plot_bars(reduction_bars(results), img / "attribute_reduction.png",
                  title=f"DSP: Drift with its top-m attributes (k = {k_red[0] if k_red else '-'})")

@@ -246,7 +246,6 @@ class GenerationLog:
     def __init__(self, path: Path):
         self.path = path
         self.done: dict[str, dict] = {}
-        self.last: dict = {}
         if path.exists():
             for line in path.read_text("utf-8").splitlines():
                 try:
@@ -267,14 +266,13 @@ class GenerationLog:
         k = self.key(fingerprint, [[a, w] for a, w in drift.active_weights], drift.beta if drift.weights else 0.0,
                      prompt, sampling)
         if k in self.done:
-            self.last = self.done[k]
-            return self.answer(self.last), None
+            return self.answer(self.done[k]), None
         g = drift.generate(prompt, sampling)
         rec = {"key": k, "text": g.text, "finish_reason": g.finish_reason, "n_tokens": len(g.tokens),
                "seconds": g.seconds}
         self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self._f.flush()
-        self.done[k] = self.last = rec
+        self.done[k] = rec
         return self.answer(rec), len(g.tokens)
 
     @staticmethod
@@ -351,8 +349,6 @@ def negated(profile):
 
 
 # ---------------------------------------------------------------------------- report
-
-
 def _fmt(stats: Optional[dict]) -> str:
     if stats is None:
         return "–"
