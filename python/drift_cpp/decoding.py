@@ -5,6 +5,8 @@ h = h_LLM + (1/β) Σ_i p_i (h_i − h_base), with h_i the sLM's logits under at
 
 from __future__ import annotations
 
+import math
+import numbers
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -12,11 +14,40 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 
 from .chat import MessageLike, as_messages
 from .errors import DriftError
+from .fileio import check_utf8
 from .models import Model, ModelOptions, load_model
 from .profile import Profile
 from .runtime import _core
 
 BASE_PROMPT = "You are an AI assistant."
+
+# The valid beta, for the CLI, chat's /beta and Drift alike. The engine adds (p_i / beta) * h to the
+# logits in float32: with |p_i| <= 1, at most 41 attributes and logits far below 1e4 in size, 1/beta
+# <= 1e6 keeps every term below 1e12, far from float32's 3.4e38; the top is the largest float32 power of ten.
+BETA_RANGE = (1e-6, 1e38)
+FLOAT32_MAX = 3.4028234663852886e38
+INT32_MAX = 2**31 - 1  # the engine's ints (max_tokens, top_k, n_ctx)
+
+
+def check_beta(beta: float) -> float:
+    """The one check of beta; returns it as a float."""
+    low, high = BETA_RANGE
+    if not (_real(beta) and low <= beta <= high):
+        raise DriftError(f"beta must be positive and within [{low:g}, {high:g}], got {beta!r}")
+    return float(beta)
+
+
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _integer(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _finite(x) -> bool:
+    """A number the engine can hold in a float32."""
+    return _real(x) and math.isfinite(x) and abs(x) <= FLOAT32_MAX
 
 
 @dataclass
@@ -30,14 +61,29 @@ class Sampling:
     stop: Sequence[str] = ()
 
     def check(self) -> None:
-        if self.max_tokens < 0:
-            raise DriftError("max_tokens cannot be negative")
+        """The one place sampling settings are validated; the CLI calls it before loading any model."""
+        for name in ("temperature", "top_p", "min_p"):
+            if not _finite(getattr(self, name)):
+                raise DriftError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        for name in ("top_k", "seed", "max_tokens"):
+            if not _integer(getattr(self, name)):
+                raise DriftError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if not 0 <= self.max_tokens <= INT32_MAX:
+            raise DriftError(f"max_tokens cannot be negative (or above {INT32_MAX}), got {self.max_tokens}")
         if self.temperature < 0:
             raise DriftError("temperature cannot be negative")
         if not 0 < self.top_p <= 1:
             raise DriftError("top_p must be in (0, 1]")
-        if self.top_k < 0 or not 0 <= self.min_p <= 1:
+        if not 0 <= self.top_k <= INT32_MAX or not 0 <= self.min_p <= 1:
             raise DriftError("top_k must be >= 0 and min_p in [0, 1]")
+        if not 0 <= self.seed < 2**32:
+            raise DriftError(f"seed must be in [0, 2**32), got {self.seed}")
+        if isinstance(self.stop, str):
+            raise DriftError("stop must be a list of strings, not one string")
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise DriftError(f"stop strings must be non-empty strings, got {s!r}")
+            check_utf8(s, f"stop string {s!r}")
 
 
 @dataclass
@@ -82,8 +128,7 @@ class Drift:
     def __init__(self, llm: Optional[str] = None, slm: Optional[str] = None, profile: Union[Profile, str, None] = None,
                  beta: float = 0.5, system: Optional[str] = None, top_attributes: Optional[int] = None,
                  exclude: Sequence[str] = (), n_ctx: int = 2048, options: ModelOptions = ModelOptions()):
-        if not beta > 0:
-            raise DriftError("beta must be positive")
+        self.check_options(beta, top_attributes, n_ctx)
         self.beta = beta
         self.llm = load_model(llm, options)
         self.slm = load_model(slm, options)
@@ -106,6 +151,23 @@ class Drift:
         self._slm_seqs = [_Sequence(self.slm, s) for s in slm_systems]
         self.history: list[dict] = []
 
+    @staticmethod
+    def check_options(beta: float, top_attributes: Optional[int], n_ctx: int) -> None:
+        """What can be checked before any model is loaded."""
+        check_beta(beta)
+        if top_attributes is not None and not (_integer(top_attributes) and top_attributes >= 1):
+            raise DriftError(f"top_attributes must be at least 1, got {top_attributes!r}")
+        if not (_integer(n_ctx) and 1 <= n_ctx <= INT32_MAX):
+            raise DriftError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+
+    @property
+    def beta(self) -> float:
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self._beta = check_beta(value)
+
     @property
     def active_weights(self) -> list[tuple[str, float]]:
         return [(a.id, w) for a, w in self.weights]
@@ -119,6 +181,10 @@ class Drift:
 
     def _generate(self, history: list[dict], sampling: Sampling, on_piece, stats: bool) -> Generation:
         sampling.check()
+        for i, m in enumerate(history):
+            if not isinstance(m["content"], str):
+                raise DriftError(f"message {i + 1}: content must be a string, got {type(m['content']).__name__}")
+            check_utf8(m["content"], f"message {i + 1}")
         self._sync(history)
         r = self.engine.generate([w for _, w in self.weights], self.beta, sampling.temperature, sampling.top_k,
                                  sampling.top_p, sampling.min_p, sampling.seed, sampling.max_tokens,
