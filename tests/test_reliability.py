@@ -365,6 +365,9 @@ def test_usage_errors_are_one_line():
     code, err = run("generate", "--temperature", "warm")
     assert code == 2 and err == "error: Invalid value for '--temperature': 'warm' is not a valid float."
     assert run("no-such-command")[0] == 2
+    for args in ([], ["profile"]):  # a bare group still shows its help
+        result = runner().invoke(main, args)
+        assert "Usage: " in result.output and "Commands:" in result.output and "error:" not in result.output
 
 
 # --- 4. late failures ------------------------------------------------------------------------

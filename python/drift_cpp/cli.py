@@ -40,6 +40,9 @@ def _errors(f):
     return run
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 class _Main(click.Group):
     """Usage errors (a bad option value, an unknown command) are one line too, exit 2."""
 
@@ -48,6 +51,9 @@ class _Main(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as e:  # a bare group: its help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
         except click.ClickException as e:
             click.echo(f"error: {_one_line(e.format_message())}", err=True)
             sys.exit(e.exit_code)
