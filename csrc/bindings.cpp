@@ -36,8 +36,26 @@ py::array_t<float> to_numpy(std::vector<float> values) {
 PYBIND11_MODULE(_core, m) {
     m.doc() = "drift-cpp native core over llama.cpp";
 
+    // Every error the core throws reaches Python as the one user-facing DriftError, with its
+    // one-line message; pybind11's own errors (bad arguments) and MemoryError keep their types.
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) {
+                std::rethrow_exception(p);
+            }
+        } catch (const py::builtin_exception &) {
+            throw;
+        } catch (const std::bad_alloc &) {
+            throw;
+        } catch (const std::exception & e) {
+            py::object error = py::module_::import("drift_cpp.errors").attr("DriftError");
+            PyErr_SetString(error.ptr(), e.what());
+        }
+    });
+
     m.def("set_logging", &set_logging, py::arg("enabled"));
     m.def("check_vocab_compatible", &check_vocab_compatible, py::arg("llm"), py::arg("slm"));
+    m.def("extra_buffers_safe", &extra_buffers_safe);
 
     py::class_<Model>(m, "Model")
         .def(py::init([](const std::string & path, int n_gpu_layers) {
@@ -107,66 +125,70 @@ PYBIND11_MODULE(_core, m) {
             return d;
         });
 
+    py::class_<SamplingParams>(m, "SamplingParams")
+        .def(py::init<>())
+        .def_readwrite("temperature", &SamplingParams::temperature)
+        .def_readwrite("top_k", &SamplingParams::top_k)
+        .def_readwrite("top_p", &SamplingParams::top_p)
+        .def_readwrite("min_p", &SamplingParams::min_p)
+        .def_readwrite("seed", &SamplingParams::seed)
+        .def_readwrite("max_tokens", &SamplingParams::max_tokens)
+        .def_readwrite("stop", &SamplingParams::stop)
+        .def_readwrite("entropy_stats", &SamplingParams::entropy_stats);
+
     py::class_<Engine>(m, "Engine")
-        .def(py::init([](const Model & llm, const Model & slm, int n_attributes, bool share_base, int n_ctx,
+        .def(py::init([](const std::vector<const Model *> & models, const std::vector<SlotLayout> & slots, int n_ctx,
                          int n_batch, int n_threads) {
                  EngineParams params;
                  params.n_ctx = n_ctx;
                  params.n_batch = n_batch;
                  params.n_threads = n_threads;
-                 return new Engine(llm, slm, n_attributes, share_base, params);
+                 return new Engine(models, slots, params);
              }),
-             py::arg("llm"), py::arg("slm"), py::arg("n_attributes"), py::arg("share_base"), py::arg("n_ctx") = 2048,
-             py::arg("n_batch") = 512, py::arg("n_threads") = 0, py::keep_alive<1, 2>(), py::keep_alive<1, 3>())
-        .def_property_readonly("n_attributes", &Engine::n_attributes)
-        .def_property_readonly("share_base", &Engine::share_base)
-        .def("sync", &Engine::sync, py::arg("llm_prompt"), py::arg("slm_prompts"),
-             py::call_guard<py::gil_scoped_release>())
+             py::arg("models"), py::arg("slots"), py::arg("n_ctx"), py::arg("n_batch"), py::arg("n_threads"),
+             py::keep_alive<1, 2>())  // the list of models lives as long as the engine
+        .def_property_readonly("n_slots", &Engine::n_slots)
+        .def("sync", &Engine::sync, py::arg("slot"), py::arg("prompts"), py::call_guard<py::gil_scoped_release>())
         .def(
             "generate",
-            [](Engine & self, const std::vector<float> & weights, float beta, float temperature, int top_k,
-               float top_p, float min_p, uint32_t seed, int max_tokens, const std::vector<std::string> & stop,
-               bool entropy_stats, const std::function<void(py::str)> & on_piece) {
-                SamplingParams sampling;
-                sampling.temperature = temperature;
-                sampling.top_k = top_k;
-                sampling.top_p = top_p;
-                sampling.min_p = min_p;
-                sampling.seed = seed;
-                sampling.max_tokens = max_tokens;
-                sampling.stop = stop;
-                sampling.entropy_stats = entropy_stats;
-                GenerationResult r;
+            [](Engine & self, const std::vector<int> & slots, const std::vector<std::vector<float>> & coefficients,
+               const std::vector<SamplingParams> & sampling, const std::function<py::object(int, py::str)> & on_piece) {
+                std::vector<GenerationResult> results;
+                bool signalled = false;
                 {
                     py::gil_scoped_release release;
-                    r = self.generate(weights, beta, sampling, [&](const std::string & piece) {
+                    results = self.generate(slots, coefficients, sampling, [&](int slot, const std::string & piece) {
                         py::gil_scoped_acquire gil;
                         if (PyErr_CheckSignals() != 0) {
-                            PyErr_Clear();  // Ctrl-C ends generation cleanly: finish_reason "interrupted"
+                            signalled = true;  // raised again below, once the engine has stopped cleanly
                             return false;
                         }
-                        if (on_piece) {
-                            on_piece(utf8(piece));
-                        }
-                        return true;
+                        // The callback returns False to stop its slot (None or anything else goes on).
+                        return !on_piece || !on_piece(slot, utf8(piece)).is(py::bool_(false));
                     });
                 }
-                py::dict d;
-                d["text"] = utf8(r.text);
-                d["tokens"] = r.tokens;
-                d["finish_reason"] = r.finish_reason;
-                d["seconds"] = r.seconds;
-                d["entropy_plain_bits"] = r.entropy_plain_bits;
-                d["entropy_fused_bits"] = r.entropy_fused_bits;
-                return d;
+                if (signalled) {
+                    throw py::error_already_set();
+                }
+                py::list out;
+                for (const auto & r : results) {
+                    py::dict d;
+                    d["text"] = utf8(r.text);
+                    d["tokens"] = r.tokens;
+                    d["finish_reason"] = r.finish_reason;
+                    d["seconds"] = r.seconds;
+                    d["entropy_plain_bits"] = r.entropy_plain_bits;
+                    d["entropy_fused_bits"] = r.entropy_fused_bits;
+                    out.append(d);
+                }
+                return out;
             },
-            py::arg("weights"), py::arg("beta"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
-            py::arg("min_p"), py::arg("seed"), py::arg("max_tokens"), py::arg("stop"), py::arg("entropy_stats"),
-            py::arg("on_piece") = nullptr)
-        .def("logits", [](const Engine & self, int sequence) { return to_numpy(self.logits(sequence)); })
-        .def("fused_logits", [](const Engine & self, const std::vector<float> & weights, float beta) {
-            return to_numpy(self.fused_logits(weights, beta));
-        })
+            py::arg("slots"), py::arg("coefficients"), py::arg("sampling"), py::arg("on_piece") = nullptr)
+        .def("logits", [](const Engine & self, int slot, int sequence) { return to_numpy(self.logits(slot, sequence)); },
+             py::arg("slot"), py::arg("sequence"))
+        .def("fused_logits", [](const Engine & self, int slot, const std::vector<float> & coefficients) {
+            return to_numpy(self.fused_logits(slot, coefficients));
+        }, py::arg("slot"), py::arg("coefficients"))
         .def("raw_steps", &Engine::raw_steps, py::arg("n"), py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("kv_bytes", &Engine::kv_bytes);
 }

@@ -67,99 +67,129 @@ size_t stop_holdback(const std::string & text, const std::vector<std::string> & 
 
 }  // namespace
 
-Engine::Engine(const Model & llm, const Model & slm, int n_attributes, bool share_base, const EngineParams & params)
-    : llm_model_(llm), slm_model_(slm), n_attributes_(n_attributes), share_base_(share_base), params_(params) {
-    if (n_attributes < 0) {
-        throw std::invalid_argument("the number of attributes cannot be negative");
+Engine::Engine(const std::vector<const Model *> & models, const std::vector<SlotLayout> & slots,
+               const EngineParams & params)
+    : models_(models), params_(params) {
+    if (models.empty() || slots.empty()) {
+        throw std::invalid_argument("an engine needs at least one model and one slot");
     }
-    if (share_base && &llm != &slm) {
-        throw std::invalid_argument("the base can only be shared when the LLM is the sLM");
+    for (size_t m = 1; m < models.size(); ++m) {
+        check_vocab_compatible(*models[0], *models[m]);
     }
-    if (n_attributes > 0 && &llm != &slm) {
-        check_vocab_compatible(llm, slm);
-    }
-    ContextParams cparams;
-    cparams.n_batch = params.n_batch;
-    cparams.n_threads = params.n_threads;
+    n_vocab_ = models[0]->n_vocab();
     n_ctx_seq_ = params.n_ctx;
-    if (!share_base) {
-        cparams.n_ctx = params.n_ctx;
-        cparams.n_seq_max = 1;
-        llm_ctx_.reset(llm.new_context(cparams));
-        llm_seqs_ = {llm_ctx_.get(), {{}}, {{}}};
-        n_ctx_seq_ = std::min<int>(n_ctx_seq_, llama_n_ctx_seq(llm_ctx_.get()));
+
+    // Number the sequences of each model across slots: their ids in that model's context.
+    std::vector<int> n_seq(models.size(), 0);
+    for (const auto & layout : slots) {
+        if (layout.empty()) {
+            throw std::invalid_argument("a slot needs at least one sequence");
+        }
+        std::vector<Sequence> seqs;
+        for (int m : layout) {
+            if (m < 0 || m >= (int) models.size()) {
+                throw std::invalid_argument("no model " + std::to_string(m));
+            }
+            seqs.push_back({m, (llama_seq_id) n_seq[m]++, {}, {}});
+        }
+        slots_.push_back(std::move(seqs));
     }
-    if (share_base || n_attributes > 0) {
-        // One KV cache per system prompt: a non-unified cache gives each sequence its own.
-        const int n_seq = n_attributes + 1;
-        cparams.n_ctx = params.n_ctx * n_seq;
-        cparams.n_seq_max = n_seq;
+    for (size_t m = 0; m < models.size(); ++m) {
+        if (n_seq[m] == 0) {
+            contexts_.emplace_back();  // a model no sequence uses needs no KV cache
+            continue;
+        }
+        // One KV cache per sequence: a non-unified cache gives each sequence its own.
+        ContextParams cparams;
+        cparams.n_batch = params.n_batch;
+        cparams.n_threads = params.n_threads;
+        cparams.n_ctx = params.n_ctx * n_seq[m];
+        cparams.n_seq_max = n_seq[m];
         cparams.kv_unified = false;
-        slm_ctx_.reset(slm.new_context(cparams));
-        slm_seqs_ = {slm_ctx_.get(), std::vector<std::vector<llama_token>>(n_seq),
-                     std::vector<std::vector<float>>(n_seq)};
-        n_ctx_seq_ = std::min<int>(n_ctx_seq_, llama_n_ctx_seq(slm_ctx_.get()));
+        contexts_.emplace_back(models[m]->new_context(cparams));
+        n_ctx_seq_ = std::min<int>(n_ctx_seq_, llama_n_ctx_seq(contexts_.back().get()));
     }
 }
 
-int64_t Engine::sync(const std::vector<llama_token> & llm_prompt,
-                     const std::vector<std::vector<llama_token>> & slm_prompts) {
-    if (slm_prompts.size() != slm_seqs_.history.size()) {
-        throw std::invalid_argument("expected " + std::to_string(slm_seqs_.history.size()) + " sLM prompts, got " +
-                                    std::to_string(slm_prompts.size()));
+const Engine::Sequence & Engine::sequence(int slot, int index) const {
+    if (slot < 0 || slot >= n_slots()) {
+        throw std::out_of_range("no slot " + std::to_string(slot));
+    }
+    if (index < 0 || index >= (int) slots_[slot].size()) {
+        throw std::out_of_range("slot " + std::to_string(slot) + " has no sequence " + std::to_string(index));
+    }
+    return slots_[slot][index];
+}
+
+int64_t Engine::sync(int slot, const std::vector<std::vector<llama_token>> & prompts) {
+    sequence(slot, 0);  // checks the slot
+    auto & seqs = slots_[slot];
+    if (prompts.size() != seqs.size()) {
+        throw std::invalid_argument("expected " + std::to_string(seqs.size()) + " prompts, got " +
+                                    std::to_string(prompts.size()));
     }
     int64_t evaluated = 0;
-    if (llm_seqs_.ctx) {
-        evaluated += sync_context(llm_seqs_, {llm_prompt});
-    }
-    if (slm_seqs_.ctx) {
-        evaluated += sync_context(slm_seqs_, slm_prompts);
+    for (int m = 0; m < (int) models_.size(); ++m) {
+        std::vector<Sequence *> of_model;
+        std::vector<const std::vector<llama_token> *> their_prompts;
+        for (size_t s = 0; s < seqs.size(); ++s) {
+            if (seqs[s].model == m) {
+                of_model.push_back(&seqs[s]);
+                their_prompts.push_back(&prompts[s]);
+            }
+        }
+        if (!of_model.empty()) {
+            evaluated += sync_model(m, of_model, their_prompts);
+        }
     }
     return evaluated;
 }
 
-int64_t Engine::sync_context(Sequences & seqs, const std::vector<std::vector<llama_token>> & prompts) {
-    llama_memory_t mem = llama_get_memory(seqs.ctx);
+int64_t Engine::sync_model(int model, std::vector<Sequence *> & seqs,
+                           const std::vector<const std::vector<llama_token> *> & prompts) {
+    llama_context * ctx = contexts_[model].get();
+    llama_memory_t mem = llama_get_memory(ctx);
+    const int n_vocab = models_[model]->n_vocab();
     Batch batch(params_.n_batch);
-    std::vector<std::pair<int, int>> outputs;  // (sequence, batch index)
+    std::vector<std::pair<Sequence *, int>> outputs;  // (sequence, batch index)
     int64_t evaluated = 0;
 
     auto flush = [&]() {
         if (batch.size() == 0) {
             return;
         }
-        batch.decode(seqs.ctx);
+        batch.decode(ctx);
         evaluated += batch.size();
-        const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(seqs.ctx)));
-        for (auto [s, index] : outputs) {
-            const float * row = llama_get_logits_ith(seqs.ctx, index);
-            seqs.logits[s].assign(row, row + n_vocab);
+        for (auto [seq, index] : outputs) {
+            const float * row = llama_get_logits_ith(ctx, index);
+            seq->logits.assign(row, row + n_vocab);
         }
         batch.clear();
         outputs.clear();
     };
 
-    for (size_t s = 0; s < prompts.size(); ++s) {
-        const auto & prompt = prompts[s];
-        auto & history = seqs.history[s];
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        Sequence & seq = *seqs[i];
+        const auto & prompt = *prompts[i];
         if (prompt.empty()) {
-            throw std::invalid_argument("empty prompt for sequence " + std::to_string(s));
+            throw std::invalid_argument("empty prompt for a sequence");
         }
         if ((int) prompt.size() >= n_ctx_seq_) {
             throw std::invalid_argument("the prompt has " + std::to_string(prompt.size()) +
                                         " tokens but the context holds " + std::to_string(n_ctx_seq_));
         }
         // Keep the common prefix, minus the last prompt token whose logits are needed.
+        auto & history = seq.history;
         size_t keep = std::mismatch(history.begin(), history.end(), prompt.begin(), prompt.end()).first - history.begin();
         keep = std::min(keep, prompt.size() - 1);
-        llama_memory_seq_rm(mem, (llama_seq_id) s, (llama_pos) keep, -1);
+        llama_memory_seq_rm(mem, seq.id, (llama_pos) keep, -1);
         history.assign(prompt.begin(), prompt.begin() + keep);
         for (size_t t = keep; t < prompt.size(); ++t) {
             const bool is_last = t + 1 == prompt.size();
-            const int index = batch.add(prompt[t], (llama_pos) t, (llama_seq_id) s, is_last);
+            const int index = batch.add(prompt[t], (llama_pos) t, seq.id, is_last);
             history.push_back(prompt[t]);
             if (is_last) {
-                outputs.emplace_back((int) s, index);
+                outputs.emplace_back(&seq, index);
             }
             if (batch.full()) {
                 flush();
@@ -170,181 +200,241 @@ int64_t Engine::sync_context(Sequences & seqs, const std::vector<std::vector<lla
     return evaluated;
 }
 
-void Engine::step(Sequences & seqs, llama_token token, bool keep_logits) {
-    Batch batch(seqs.history.size());
-    for (size_t s = 0; s < seqs.history.size(); ++s) {
-        batch.add(token, (llama_pos) seqs.history[s].size(), (llama_seq_id) s, true);
-        seqs.history[s].push_back(token);
-    }
-    batch.decode(seqs.ctx);
-    if (!keep_logits) {
-        return;
-    }
-    const int n_vocab = (int) seqs.logits[0].size();
-    for (size_t s = 0; s < seqs.history.size(); ++s) {
-        const float * row = llama_get_logits_ith(seqs.ctx, (int32_t) s);
-        seqs.logits[s].assign(row, row + n_vocab);
-    }
-}
-
-const std::vector<float> & Engine::llm_logits() const {
-    return share_base_ ? slm_seqs_.logits[0] : llm_seqs_.logits[0];
-}
-
-bool Engine::full() const {
-    for (const Sequences * seqs : {&llm_seqs_, &slm_seqs_}) {
-        for (const auto & history : seqs->history) {
-            if ((int) history.size() >= n_ctx_seq_) {
-                return true;
+void Engine::step(const std::vector<std::pair<int, llama_token>> & advance, bool keep_logits) {
+    for (int m = 0; m < (int) models_.size(); ++m) {
+        std::vector<Sequence *> stepped;
+        for (auto [slot, token] : advance) {
+            for (auto & seq : slots_[slot]) {
+                if (seq.model == m) {
+                    stepped.push_back(&seq);
+                }
             }
+        }
+        if (stepped.empty()) {
+            continue;
+        }
+        Batch batch((int) stepped.size());
+        for (auto [slot, token] : advance) {
+            for (auto & seq : slots_[slot]) {
+                if (seq.model == m) {
+                    batch.add(token, (llama_pos) seq.history.size(), seq.id, true);
+                    seq.history.push_back(token);
+                }
+            }
+        }
+        llama_context * ctx = contexts_[m].get();
+        batch.decode(ctx);
+        if (!keep_logits) {
+            continue;
+        }
+        const int n_vocab = models_[m]->n_vocab();
+        for (size_t i = 0; i < stepped.size(); ++i) {
+            const float * row = llama_get_logits_ith(ctx, (int32_t) i);
+            stepped[i]->logits.assign(row, row + n_vocab);
+        }
+    }
+}
+
+bool Engine::full(int slot) const {
+    for (const auto & seq : slots_[slot]) {
+        if ((int) seq.history.size() >= n_ctx_seq_) {
+            return true;
         }
     }
     return false;
 }
 
-void Engine::check_weights(const std::vector<float> & weights, float beta) const {
-    if ((int) weights.size() != n_attributes_) {
-        throw std::invalid_argument("expected " + std::to_string(n_attributes_) + " weights, got " +
-                                    std::to_string(weights.size()));
+void Engine::check_coefficients(int slot, const std::vector<float> & coefficients) const {
+    const auto & seqs = slots_.at(slot);
+    if (coefficients.size() != seqs.size()) {
+        throw std::invalid_argument("expected " + std::to_string(seqs.size()) + " coefficients, got " +
+                                    std::to_string(coefficients.size()));
     }
-    if (!(beta > 0.0f)) {
-        throw std::invalid_argument("beta must be positive");
+    for (float c : coefficients) {
+        if (!std::isfinite(c)) {
+            throw std::invalid_argument("formula coefficients must be finite");
+        }
     }
-    if (llm_logits().empty()) {
-        throw std::logic_error("sync() must run before generation");
+    for (const auto & seq : seqs) {
+        if (seq.logits.empty()) {
+            throw std::logic_error("sync() must run before generation");
+        }
     }
 }
 
-void Engine::fuse(const std::vector<float> & weights, float beta, float * out) const {
-    const auto & h_llm = llm_logits();
-    if (n_attributes_ == 0) {
-        std::copy(h_llm.begin(), h_llm.end(), out);
-        return;
+void Engine::fuse(int slot, const std::vector<float> & coefficients, float * out) const {
+    std::vector<const float *> rows;
+    std::vector<int> sizes;
+    for (const auto & seq : slots_[slot]) {
+        rows.push_back(seq.logits.data());
+        sizes.push_back((int) seq.logits.size());
     }
-    std::vector<const float *> h_attr;
-    for (int i = 1; i <= n_attributes_; ++i) {
-        h_attr.push_back(slm_seqs_.logits[i].data());
-    }
-    fuse_logits(h_llm.data(), (int) h_llm.size(), slm_seqs_.logits[0].data(), h_attr, weights, beta,
-                (int) slm_seqs_.logits[0].size(), out);
+    weighted_sum(rows, sizes, coefficients, n_vocab_, out);
 }
 
-std::vector<float> Engine::logits(int sequence) const {
-    if (sequence == -1) {
-        return llm_logits();
-    }
-    if (sequence < 0 || sequence >= (int) slm_seqs_.logits.size()) {
-        throw std::out_of_range("no sequence " + std::to_string(sequence));
-    }
-    return slm_seqs_.logits[sequence];
+std::vector<float> Engine::logits(int slot, int index) const {
+    return sequence(slot, index).logits;
 }
 
-std::vector<float> Engine::fused_logits(const std::vector<float> & weights, float beta) const {
-    check_weights(weights, beta);
-    std::vector<float> out(llm_logits().size());
-    fuse(weights, beta, out.data());
+std::vector<float> Engine::fused_logits(int slot, const std::vector<float> & coefficients) const {
+    sequence(slot, 0);
+    check_coefficients(slot, coefficients);
+    std::vector<float> out(n_vocab_);
+    fuse(slot, coefficients, out.data());
     return out;
 }
 
-GenerationResult Engine::generate(const std::vector<float> & weights, float beta, const SamplingParams & sampling,
-                                  const PieceCallback & on_piece) {
-    check_weights(weights, beta);
-    if (sampling.max_tokens < 0) {
-        throw std::invalid_argument("max_tokens cannot be negative");
+std::vector<GenerationResult> Engine::generate(const std::vector<int> & slots,
+                                               const std::vector<std::vector<float>> & coefficients,
+                                               const std::vector<SamplingParams> & sampling,
+                                               const PieceCallback & on_piece) {
+    if (coefficients.size() != slots.size() || sampling.size() != slots.size()) {
+        throw std::invalid_argument("one set of coefficients and sampling parameters per slot");
     }
-    const auto start = std::chrono::steady_clock::now();
-    SamplerPtr sampler = make_sampler(sampling);
-    const int n_vocab = (int) llm_logits().size();
-    std::vector<float> fused(n_vocab);
-    std::vector<llama_token_data> candidates(n_vocab);
-
-    GenerationResult result;
-    result.finish_reason = "length";
-    size_t emitted = 0;  // bytes of result.text handed to on_piece
-    auto emit = [&](size_t end) {
-        if (end > emitted && on_piece && !on_piece(result.text.substr(emitted, end - emitted))) {
-            result.finish_reason = "interrupted";
+    for (size_t i = 0; i < slots.size(); ++i) {
+        sequence(slots[i], 0);
+        check_coefficients(slots[i], coefficients[i]);
+        if (sampling[i].max_tokens < 0) {
+            throw std::invalid_argument("max_tokens cannot be negative");
         }
-        emitted = std::max(emitted, end);
+        for (size_t j = 0; j < i; ++j) {
+            if (slots[j] == slots[i]) {
+                throw std::invalid_argument("slot " + std::to_string(slots[i]) + " is given twice");
+            }
+        }
+    }
+
+    // What each running slot carries from step to step.
+    struct Run {
+        SamplerPtr sampler;
+        GenerationResult result;
+        size_t emitted = 0;  // bytes of result.text handed to on_piece
+        int steps = 0;
+        bool done = false;
+    };
+    const auto start = std::chrono::steady_clock::now();
+    const Model & writer = *models_[0];
+    std::vector<Run> runs(slots.size());
+    for (size_t i = 0; i < slots.size(); ++i) {
+        runs[i].sampler = make_sampler(sampling[i]);
+        runs[i].result.finish_reason = "length";
+        runs[i].done = sampling[i].max_tokens == 0;
+    }
+    std::vector<float> fused(n_vocab_);
+    std::vector<llama_token_data> candidates(n_vocab_);
+
+    auto emit = [&](size_t i, size_t end) {  // false: the caller asked to stop
+        Run & run = runs[i];
+        end = std::max(run.emitted, end);
+        const bool go_on = !on_piece || on_piece(slots[i], run.result.text.substr(run.emitted, end - run.emitted));
+        run.emitted = end;
+        return go_on;
     };
 
-    int steps = 0;
-    for (; steps < sampling.max_tokens; ++steps) {
-        fuse(weights, beta, fused.data());
-        if (sampling.entropy_stats) {
-            result.entropy_plain_bits += entropy_bits(llm_logits().data(), n_vocab);
-            result.entropy_fused_bits += entropy_bits(fused.data(), n_vocab);
+    // Samples slot i's next token; returns false when the slot has finished.
+    auto sample = [&](size_t i, llama_token & token) {
+        Run & run = runs[i];
+        GenerationResult & result = run.result;
+        const SamplingParams & p = sampling[i];
+        const int slot = slots[i];
+        fuse(slot, coefficients[i], fused.data());
+        if (p.entropy_stats) {
+            const auto & plain = slots_[slot][0].logits;
+            result.entropy_plain_bits += entropy_bits(plain.data(), (int) plain.size());
+            result.entropy_fused_bits += entropy_bits(fused.data(), n_vocab_);
         }
-        for (int v = 0; v < n_vocab; ++v) {
+        for (int v = 0; v < n_vocab_; ++v) {
             candidates[v] = {v, fused[v], 0.0f};
         }
         llama_token_data_array cur_p = {candidates.data(), candidates.size(), -1, false};
-        llama_sampler_apply(sampler.get(), &cur_p);
-        const llama_token token = cur_p.data[cur_p.selected].id;
-        llama_sampler_accept(sampler.get(), token);
+        llama_sampler_apply(run.sampler.get(), &cur_p);
+        token = cur_p.data[cur_p.selected].id;
+        llama_sampler_accept(run.sampler.get(), token);
+        run.steps += 1;
 
-        if (llm_model_.is_eog(token)) {
+        if (writer.is_eog(token)) {
             result.finish_reason = "stop";
-            break;
+            return false;
         }
         result.tokens.push_back(token);
-        result.text += llm_model_.piece(token);
+        result.text += writer.piece(token);
 
-        const size_t search_from = emitted;
         size_t stop_at = std::string::npos;
-        for (const auto & stop : sampling.stop) {
-            stop_at = std::min(stop_at, result.text.find(stop, search_from));
+        for (const auto & stop : p.stop) {
+            stop_at = std::min(stop_at, result.text.find(stop, run.emitted));
         }
         if (stop_at != std::string::npos) {
             result.text.resize(stop_at);
             result.finish_reason = "stop";
-            break;
+            return false;
         }
-        emit(complete_utf8(result.text, result.text.size() - stop_holdback(result.text, sampling.stop)));
-        if (result.finish_reason == "interrupted") {
-            break;
+        if (!emit(i, complete_utf8(result.text, result.text.size() - stop_holdback(result.text, p.stop)))) {
+            result.finish_reason = "interrupted";
+            return false;
         }
-        if (full()) {
+        if (run.steps >= p.max_tokens || full(slot)) {
             result.finish_reason = "length";
+            return false;
+        }
+        return true;
+    };
+
+    std::vector<std::pair<int, llama_token>> advance;
+    while (true) {
+        advance.clear();
+        for (size_t i = 0; i < runs.size(); ++i) {
+            llama_token token;
+            if (!runs[i].done) {
+                runs[i].done = !sample(i, token);
+                if (!runs[i].done) {
+                    advance.emplace_back(slots[i], token);
+                }
+            }
+        }
+        if (advance.empty()) {
             break;
         }
-        if (llm_seqs_.ctx) {
-            step(llm_seqs_, token, true);
+        step(advance, true);
+    }
+
+    std::vector<GenerationResult> results;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (size_t i = 0; i < runs.size(); ++i) {
+        Run & run = runs[i];
+        if (run.result.finish_reason != "interrupted" && run.emitted < run.result.text.size()) {
+            emit(i, run.result.text.size());
         }
-        if (slm_seqs_.ctx) {
-            step(slm_seqs_, token, true);
+        if (sampling[i].entropy_stats && run.steps > 0) {
+            run.result.entropy_plain_bits /= run.steps;
+            run.result.entropy_fused_bits /= run.steps;
         }
+        run.result.seconds = seconds;
+        results.push_back(std::move(run.result));
     }
-    if (result.finish_reason != "interrupted") {
-        emit(result.text.size());
-    }
-    if (sampling.entropy_stats && sampling.max_tokens > 0) {
-        // A step that breaks out of the loop still sampled once.
-        const int sampled = std::min(steps + 1, sampling.max_tokens);
-        result.entropy_plain_bits /= sampled;
-        result.entropy_fused_bits /= sampled;
-    }
-    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return result;
+    return results;
 }
 
 void Engine::raw_steps(int n) {
-    const llama_token token = llama_vocab_bos(llm_model_.vocab()) >= 0 ? llama_vocab_bos(llm_model_.vocab()) : 0;
-    for (int i = 0; i < n && !full(); ++i) {
-        if (llm_seqs_.ctx) {
-            step(llm_seqs_, token, false);
+    const llama_token token = std::max(llama_vocab_bos(models_[0]->vocab()), 0);
+    std::vector<std::pair<int, llama_token>> advance;
+    for (int slot = 0; slot < n_slots(); ++slot) {
+        advance.emplace_back(slot, token);
+    }
+    for (int i = 0; i < n; ++i) {
+        for (int slot = 0; slot < n_slots(); ++slot) {
+            if (full(slot)) {
+                return;
+            }
         }
-        if (slm_seqs_.ctx) {
-            step(slm_seqs_, token, false);
-        }
+        step(advance, false);
     }
 }
 
 size_t Engine::kv_bytes() const {
     size_t bytes = 0;
-    for (const Sequences * seqs : {&llm_seqs_, &slm_seqs_}) {
-        for (size_t s = 0; seqs->ctx && s < seqs->history.size(); ++s) {
-            bytes += llama_state_seq_get_size(seqs->ctx, (llama_seq_id) s);
+    for (const auto & seqs : slots_) {
+        for (const auto & seq : seqs) {
+            bytes += llama_state_seq_get_size(contexts_[seq.model].get(), seq.id);
         }
     }
     return bytes;

@@ -1,12 +1,14 @@
-// Drift decoding (paper section 3.2, Algorithm 2) with the whole token loop in native code.
+// Decoding by formula, with the whole token loop in native code.
 //
-// The LLM context holds the conversation on one sequence. The sLM context holds one
-// sequence, with its own KV cache, per system prompt: the base prompt first, then the
-// m attribute prompts. Each step makes one llama_decode per model that advances every
-// sequence by the sampled token; the logits are fused and sampled here.
+// A slot generates one answer. Its next-token logits are a weighted sum of the logits of its
+// sequences, h = sum_s c_s h_s, where each sequence is one (model, prompt) with its own KV cache.
+// Drift (paper eq. 9) is the LLM under its system prompt with weight 1, the sLM under each
+// attribute prompt with p_i / beta and under the base prompt with -sum_i p_i / beta; CFG, blends
+// and plain decoding are other weights over other prompts.
 //
-// When the LLM is the sLM and its system prompt is the base prompt, h_LLM is h_base:
-// the engine then has no LLM context at all (share_base).
+// Slots run side by side: each step makes one llama_decode per model that advances every running
+// sequence of every slot by its slot's sampled token (plain and personalized answers at once, or
+// several users). The logits are fused and sampled here.
 #pragma once
 
 #include "model.h"
@@ -16,17 +18,16 @@
 #include <string>
 #include <vector>
 
-struct llama_sampler;
-
 namespace drift {
 
+// Plain values only: the defaults users see live in one place, Python's decoding.Sampling.
 struct SamplingParams {
-    float temperature = 0.8f;  // 0: greedy
+    float temperature = 0.0f;  // 0: greedy
     int top_k = 0;             // 0: off
-    float top_p = 0.9f;        // 1: off
+    float top_p = 1.0f;        // 1: off
     float min_p = 0.0f;        // 0: off
     uint32_t seed = 0;
-    int max_tokens = 500;
+    int max_tokens = 0;
     std::vector<std::string> stop;
     bool entropy_stats = false;
 };
@@ -36,70 +37,75 @@ struct GenerationResult {
     std::vector<llama_token> tokens;
     std::string finish_reason;  // "stop", "length" or "interrupted"
     double seconds = 0.0;
-    double entropy_plain_bits = 0.0;  // mean over steps, when asked for
+    double entropy_plain_bits = 0.0;  // mean over steps of the slot's first sequence, when asked for
     double entropy_fused_bits = 0.0;
 };
 
-// Receives complete UTF-8 text only; returning false stops generation.
-using PieceCallback = std::function<bool(const std::string & piece)>;
+// Called once per generated token of a slot with the text that token completed (complete UTF-8
+// only, possibly empty). Returning false stops that slot before its next token is evaluated:
+// this is how a closed stream or another thread cancels a generation within one token.
+using PieceCallback = std::function<bool(int slot, const std::string & piece)>;
 
-struct EngineParams {
-    int n_ctx = 2048;  // KV cells per sequence
-    int n_batch = 512;
+struct EngineParams {  // defaults: Python's decoding.EngineOptions
+    int n_ctx = 0;  // KV cells per sequence
+    int n_batch = 0;
     int n_threads = 0;
 };
 
+// The model of each sequence of a slot, as an index into the engine's models.
+using SlotLayout = std::vector<int>;
+
 class Engine {
 public:
-    Engine(const Model & llm, const Model & slm, int n_attributes, bool share_base, const EngineParams & params);
+    // models[0] writes the answers; every other model must share its vocabulary.
+    Engine(const std::vector<const Model *> & models, const std::vector<SlotLayout> & slots,
+           const EngineParams & params);
 
-    int n_attributes() const { return n_attributes_; }
-    bool share_base() const { return share_base_; }
+    int n_slots() const { return (int) slots_.size(); }
 
-    // Brings every sequence's KV cache to the given tokens, evaluating only what
-    // differs from what it already holds (always at least the last token, whose
-    // logits start the next step). slm_prompts: base first, then each attribute;
-    // empty when n_attributes is 0 and the base is not shared. Returns the number
-    // of tokens evaluated.
-    int64_t sync(const std::vector<llama_token> & llm_prompt, const std::vector<std::vector<llama_token>> & slm_prompts);
+    // Brings the KV cache of each sequence of a slot to its prompt, evaluating only what differs
+    // from what it already holds (always at least the last token, whose logits start the next
+    // step). Returns the number of tokens evaluated.
+    int64_t sync(int slot, const std::vector<std::vector<llama_token>> & prompts);
 
-    GenerationResult generate(const std::vector<float> & weights, float beta, const SamplingParams & sampling,
-                              const PieceCallback & on_piece);
+    // Generates in the given slots side by side: coefficients[i] (one per sequence) and
+    // sampling[i] belong to slots[i]. Every slot must have been synced.
+    std::vector<GenerationResult> generate(const std::vector<int> & slots,
+                                           const std::vector<std::vector<float>> & coefficients,
+                                           const std::vector<SamplingParams> & sampling,
+                                           const PieceCallback & on_piece);
 
-    // Current next-token logits: sequence -1 is the LLM, 0 the base, i the i-th attribute.
-    std::vector<float> logits(int sequence) const;
-    std::vector<float> fused_logits(const std::vector<float> & weights, float beta) const;
+    // A slot's current next-token logits: of one sequence, or fused by the coefficients.
+    std::vector<float> logits(int slot, int sequence) const;
+    std::vector<float> fused_logits(int slot, const std::vector<float> & coefficients) const;
 
-    // The decode calls of n steps with no fusion or sampling: the lower bound of a step.
+    // The decode calls of n steps of every slot with no fusion or sampling: the lower bound.
     void raw_steps(int n);
 
     // Bytes of KV cache holding the sequences' tokens now.
     size_t kv_bytes() const;
 
 private:
-    struct Sequences {
-        llama_context * ctx = nullptr;
-        std::vector<std::vector<llama_token>> history;  // tokens in each sequence's KV cache
-        std::vector<std::vector<float>> logits;         // each sequence's last logits
+    struct Sequence {
+        int model;
+        llama_seq_id id;                  // in its model's context
+        std::vector<llama_token> history; // tokens in its KV cache
+        std::vector<float> logits;        // its last logits
     };
 
-    int64_t sync_context(Sequences & seqs, const std::vector<std::vector<llama_token>> & prompts);
-    void step(Sequences & seqs, llama_token token, bool keep_logits);
-    void check_weights(const std::vector<float> & weights, float beta) const;
-    void fuse(const std::vector<float> & weights, float beta, float * out) const;
-    const std::vector<float> & llm_logits() const;
-    bool full() const;
+    int64_t sync_model(int model, std::vector<Sequence *> & seqs, const std::vector<const std::vector<llama_token> *> & prompts);
+    void step(const std::vector<std::pair<int, llama_token>> & advance, bool keep_logits);
+    void check_coefficients(int slot, const std::vector<float> & coefficients) const;
+    void fuse(int slot, const std::vector<float> & coefficients, float * out) const;
+    bool full(int slot) const;
+    const Sequence & sequence(int slot, int index) const;
 
-    const Model & llm_model_;
-    const Model & slm_model_;
-    int n_attributes_;
-    bool share_base_;
+    std::vector<const Model *> models_;
     EngineParams params_;
-    ContextPtr llm_ctx_;
-    ContextPtr slm_ctx_;
-    Sequences llm_seqs_;  // unused when share_base
-    Sequences slm_seqs_;  // unused when there are no attributes and no shared base
+    std::vector<ContextPtr> contexts_;          // one per model
+    std::vector<std::vector<Sequence>> slots_;
     int n_ctx_seq_ = 0;
+    int n_vocab_ = 0;                            // of models[0]: the answers' tokens
 };
 
 }  // namespace drift

@@ -31,25 +31,19 @@ double entropy_bits(const float * row, int n) {
     return h / std::log(2.0);
 }
 
-void fuse_logits(const float * h_llm, int n_llm,
-                 const float * h_base, const std::vector<const float *> & h_attr,
-                 const std::vector<float> & weights, float beta, int n_slm,
-                 float * out) {
-    const int n = std::min(n_llm, n_slm);
-    std::copy(h_llm, h_llm + n_llm, out);
-    // One pass per attribute keeps each inner loop a plain, vectorizable axpy.
-    float base_scale = 0.0f;
-    for (size_t a = 0; a < h_attr.size(); ++a) {
-        const float scale = weights[a] / beta;
-        const float * h = h_attr[a];
-        for (int i = 0; i < n; ++i) {
-            out[i] += scale * h[i];
+void weighted_sum(const std::vector<const float *> & rows, const std::vector<int> & sizes,
+                  const std::vector<float> & coefficients, int n_out, float * out) {
+    std::fill(out, out + n_out, 0.0f);
+    // One pass per row keeps each inner loop a plain, vectorizable axpy.
+    for (size_t k = 0; k < rows.size(); ++k) {
+        const float c = coefficients[k];
+        if (c == 0.0f) {
+            continue;
         }
-        base_scale += scale;
-    }
-    if (base_scale != 0.0f) {
+        const float * row = rows[k];
+        const int n = std::min(n_out, sizes[k]);
         for (int i = 0; i < n; ++i) {
-            out[i] -= base_scale * h_base[i];
+            out[i] += c * row[i];
         }
     }
 }

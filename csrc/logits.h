@@ -14,11 +14,9 @@ double log_prob(const float * row, int n, int token);
 // Entropy in bits of softmax(row).
 double entropy_bits(const float * row, int n);
 
-// Drift decoding, paper eq. 9: out = h_llm + sum_i (p_i / beta) * (h_i - h_base).
-// The attribute rows cover the first n_slm entries; LLM tokens beyond them get no shift.
-void fuse_logits(const float * h_llm, int n_llm,
-                 const float * h_base, const std::vector<const float *> & h_attr,
-                 const std::vector<float> & weights, float beta, int n_slm,
-                 float * out);
+// A formula's next-token logits: out = sum_k c_k * rows[k], over n_out entries. Row k covers the
+// first sizes[k] entries (a smaller vocabulary adds nothing beyond them); zero weights are skipped.
+void weighted_sum(const std::vector<const float *> & rows, const std::vector<int> & sizes,
+                  const std::vector<float> & coefficients, int n_out, float * out);
 
 }  // namespace drift

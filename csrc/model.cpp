@@ -42,11 +42,28 @@ static void check_gguf_file(const std::string & path) {
     }
 }
 
+bool extra_buffers_safe() {
+    ensure_backend();
+    ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (cpu == nullptr) {
+        return true;
+    }
+    auto get_extra = (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(
+        ggml_backend_dev_backend_reg(cpu), "ggml_backend_dev_get_extra_bufts");
+    for (ggml_backend_buffer_type_t * buft = get_extra ? get_extra(cpu) : nullptr; buft && *buft; ++buft) {
+        if (std::strcmp(ggml_backend_buft_name(*buft), "AMX") == 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
 Model::Model(const std::string & path, const ModelParams & params) : path_(path) {
     ensure_backend();
     check_gguf_file(path);
     llama_model_params mparams = llama_model_default_params();
     mparams.n_gpu_layers = params.n_gpu_layers;
+    mparams.use_extra_bufts = extra_buffers_safe();
     model_ = llama_model_load_from_file(path.c_str(), mparams);
     if (model_ == nullptr) {
         throw std::runtime_error(path + ": llama.cpp could not load this model "

@@ -13,6 +13,10 @@ namespace drift {
 // llama.cpp logs thousands of lines per decode; it is silent unless enabled.
 void set_logging(bool enabled);
 
+// Whether weights may go into the CPU backend's extra buffer types (repacked layouts). Not where
+// it offers AMX: this llama.cpp's AMX matmul crashes on some machines (llama.cpp issue #20824).
+bool extra_buffers_safe();
+
 struct ModelParams {
     int n_gpu_layers = 0;  // layers to offload to an accelerator, if llama.cpp was built with one
 };

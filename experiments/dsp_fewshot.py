@@ -327,7 +327,7 @@ def markdown(results: dict, img: str) -> str:
         "",
         f"- command: `{results['command']}`",
         f"- git rev: `{results['git_rev']}`",
-        f"- model: {results['model']['name']} (fingerprint {results['model']['fingerprint']})",
+        f"- model: {results['model']['name']} (sha256 {results['model']['sha256'][:16]}...)",
         f"- size: {c['size']}: {c['queries']} queries ({len(results['split']['train_queries'])} train pool, "
         f"{len(results['split']['test_queries'])} test pool, split by query with seed {SPLIT_SEED}), "
         f"{len(c['attributes'])} attributes, responses scored on their first {c['max_response_tokens']} tokens, "

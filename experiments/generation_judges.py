@@ -263,7 +263,7 @@ class GenerationLog:
 
     def generate(self, drift, prompt: str, sampling, fingerprint: str) -> tuple[Answer, Optional[int]]:
         """(answer, tokens generated now, or None when it came from the log)."""
-        k = self.key(fingerprint, [[a, w] for a, w in drift.active_weights], drift.beta if drift.weights else 0.0,
+        k = self.key(fingerprint, [[a, w] for a, w in drift.active_weights], drift.beta if drift.active_weights else 0.0,
                      prompt, sampling)
         if k in self.done:
             return self.answer(self.done[k]), None
@@ -342,12 +342,6 @@ def win_stats(persona: str, drift_answers: list[Answer], plain_answers: list[Ans
             "scores_drift": [_finite(s) for s in scores_d], "scores_plain": [_finite(s) for s in scores_p]}
 
 
-def negated(profile):
-    from drift_cpp.profile import Profile
-
-    return Profile(dataclasses.replace(profile.data, p=[-x for x in profile.data.p]))
-
-
 # ---------------------------------------------------------------------------- report
 def _fmt(stats: Optional[dict]) -> str:
     if stats is None:
@@ -368,7 +362,7 @@ def markdown(results: dict) -> str:
         "",
         f"- command: `{results['command']}`",
         f"- git rev (`git -C <repo> rev-parse HEAD`): `{results['git_rev']}`",
-        f"- model: {results['model']['name']} (fingerprint {results['model']['fingerprint']}), LLM and sLM alike",
+        f"- model: {results['model']['name']} (sha256 {results['model']['sha256'][:16]}...), LLM and sLM alike",
         f"- size: {c['size']}: {c['n_train']} training prompts (two answers each, seeds {list(TRAIN_SEEDS)}), "
         f"{c['n_held_out']} held-out prompts, {len(c['attributes'])} attributes, top {c['top']} steer decoding, "
         f"max_tokens {c['max_tokens']} (profiles score each answer's first {c['score_tokens']} tokens), "
@@ -489,7 +483,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     options = ModelOptions(threads=args.threads)
     model = load_model(args.model, options)
-    fp = model.identity["fingerprint"]
+    fp = model.identity["sha256"]
     attributes = builtin_attributes()
     if cfg["attributes"] is not None:
         attributes = attributes.select(include=cfg["attributes"])
@@ -549,8 +543,8 @@ def main(argv=None) -> int:
         if f"{MAIN_BETA:g}" not in r["beta_sweep"]:  # never with the built-in sizes
             raise DriftError("the beta sweep must include the main beta")
         del drift
-        neg = Drift(args.model, args.model, profile=negated(profile), beta=MAIN_BETA, top_attributes=TOP,
-                    options=options)
+        neg = Drift(args.model, args.model, profile=[(profile, -1.0)], beta=MAIN_BETA, top_attributes=TOP,
+                    options=options)  # the negated profile: a blend with weight -1
         neg_answers, n_stop = run_prompts(f"{persona} negated beta={MAIN_BETA:g}", neg, held_out, eval_seeds, mt,
                                         glog, fp)
         del neg

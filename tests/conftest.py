@@ -23,8 +23,8 @@ def gemma():
 @pytest.fixture(scope="session")
 def reference_llm(smollm):
     """llama-cpp-python's own Llama on the same file: the independent reference."""
-    import llama_cpp
-    return llama_cpp.Llama(str(smollm.path), logits_all=True, verbose=False, n_ctx=2048, n_threads=2)
+    from drift_cpp.runtime import reference_llama
+    return reference_llama(smollm.path, logits_all=True, n_ctx=2048, n_threads=2)
 
 
 @pytest.fixture()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from drift_cpp.decoding import Drift, Sampling
+from drift_cpp.decoding import Drift, EngineOptions, Sampling
 from drift_cpp.errors import DriftError
 from drift_cpp.profile import Profile
 
@@ -25,15 +25,21 @@ def test_zero_weights_or_huge_beta_equal_plain_llama_greedy(smollm, reference_ll
         assert drift.generate(PROMPTS[0], GREEDY).tokens == expected
 
 
-def test_fused_logits_match_numpy(smollm):
+@pytest.mark.parametrize("system", [None, "You are a helpful assistant."])
+def test_fused_logits_match_numpy(smollm, system):
+    # system None: the LLM term and the base term share one sequence (same model, same prompt).
     prof = Profile.with_weights(smollm, {"concise": 0.6, "humor": -0.5, "formal": 0.3})
-    drift = Drift(profile=prof, beta=0.5)
+    drift = Drift(profile=prof, beta=0.5, system=system)
     drift.generate(PROMPTS[1], Sampling(temperature=0, max_tokens=5))
-    drift._sync([{"role": "user", "content": PROMPTS[1]}])
-    weights = [w for _, w in drift.weights]
-    h_llm, h_base = drift.engine.logits(-1), drift.engine.logits(0)
-    expected = h_llm + sum(w / 0.5 * (drift.engine.logits(i + 1) - h_base) for i, w in enumerate(weights))
-    np.testing.assert_allclose(drift.engine.fused_logits(weights, 0.5), expected, atol=1e-4)
+    drift._sync(0, [{"role": "user", "content": PROMPTS[1]}])
+    slot = drift._slots[0]
+    assert len(slot.sequences) == 4 + (system is not None)
+    h = {s.system: drift.engine.logits(0, j) for j, s in enumerate(slot.sequences)}
+    attrs = prof.attributes
+    h_base = h[attrs.base.prompt]
+    expected = h[system or attrs.base.prompt] + sum(w / 0.5 * (h[attrs.get(a).prompt] - h_base)
+                                                    for a, w in drift.active_weights)
+    np.testing.assert_allclose(drift.engine.fused_logits(0, slot.coefficients()), expected, atol=1e-4)
 
 
 def test_seeds_reproduce_and_differ(smollm):
@@ -66,7 +72,7 @@ def test_bad_settings_get_clear_errors(smollm, gemma):
 
 
 def test_full_context_ends_with_length(smollm):
-    result = Drift(n_ctx=256).generate(" ".join(["Repeat after me:"] + ["la"] * 150), Sampling(temperature=0))
+    result = Drift(engine=EngineOptions(n_ctx=256)).generate(" ".join(["Repeat after me:"] + ["la"] * 150), Sampling(temperature=0))
     assert result.finish_reason == "length"
 
 
@@ -84,12 +90,13 @@ def test_multi_turn_evaluates_only_the_new_turn(smollm):
     chat = Drift(profile=prof)
     chat.chat("Hi! Who are you?", GREEDY)
     history = chat.history + [{"role": "user", "content": "What can you help me with?"}]
-    held = [list(s.tokens) for s in chat._slm_seqs]
-    prompts = [s.prompt(history) for s in chat._slm_seqs]
-    evaluated = chat.engine.sync([], prompts)
+    sequences = chat._slots[0].sequences
+    held = [list(s.tokens) for s in sequences]
+    prompts = [s.prompt(history) for s in sequences]
+    evaluated = chat.engine.sync(0, prompts)
     assert all(p[: len(h)] == h for p, h in zip(prompts, held))  # the old turns are a prefix
     assert evaluated == sum(len(p) - len(h) for p, h in zip(prompts, held))
-    weights = [w for _, w in chat.weights]
+    coefficients = chat._slots[0].coefficients()
     fresh = Drift(profile=prof)
-    fresh.engine.sync([], prompts)
-    assert np.argmax(fresh.engine.fused_logits(weights, 0.5)) == np.argmax(chat.engine.fused_logits(weights, 0.5))
+    fresh.engine.sync(0, prompts)
+    assert np.argmax(fresh.engine.fused_logits(0, coefficients)) == np.argmax(chat.engine.fused_logits(0, coefficients))

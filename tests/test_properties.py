@@ -206,6 +206,8 @@ GENERATE_RULES = {
     "--max-tokens": (ints, lambda n: 0 <= n <= 2**31 - 1),
     "--top-k": (ints, lambda n: 0 <= n <= 2**31 - 1),
     "--n-ctx": (ints, lambda n: 1 <= n <= 2**31 - 1),
+    "--n-batch": (ints, lambda n: 1 <= n <= 2**31 - 1),
+    "--cfg-scale": (numbers, math.isfinite),
     "--top-attributes": (ints, lambda n: n >= 1),
 }
 APPROXIMATE_RULES = {

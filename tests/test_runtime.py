@@ -42,7 +42,7 @@ def test_gemma_has_no_template_and_falls_back_to_named_one(gemma):
 
 def test_vocab_check_rejects_smollm_with_gemma(smollm, gemma):
     _core.check_vocab_compatible(smollm.core, smollm.core)
-    with pytest.raises(RuntimeError, match="do not share a vocabulary"):
+    with pytest.raises(DriftError, match="do not share a vocabulary"):
         _core.check_vocab_compatible(smollm.core, gemma.core)
 
 

@@ -98,3 +98,28 @@ def test_score_command_prints_logprob_and_tokens(smollm):
         [ScoreRequest("You are an AI assistant.", (("user", "Hi"),), "Hello there!")])
     assert out["n_tokens"] == ref.n_tokens[0]
     assert abs(out["logprob"] - ref.logprob[0]) < 1e-4
+
+
+def test_a_model_changed_in_the_middle_does_not_reuse_the_originals_scores(smollm, tmp_cache, tmp_path):
+    # A copy with 4 KiB zeroed mid-file used to share the original's identity (size, first and
+    # last MiB), and so its cached scores. The identity is now the sha256 of the whole file.
+    from drift_cpp.models import HASHES_FILE, Model
+    from drift_cpp.score_cache import ScoreCache
+
+    data = bytearray(smollm.path.read_bytes())
+    middle = len(data) // 2
+    data[middle: middle + 4096] = bytes(4096)
+    changed_path = tmp_path / "changed.gguf"
+    changed_path.write_bytes(data)
+    changed = Model(changed_path)
+    assert changed.identity["sha256"] != Model(smollm.path).identity["sha256"]
+    memo = json.loads((tmp_cache / HASHES_FILE).read_text())
+    assert memo[str(changed_path.resolve())]["sha256"] == changed.identity["sha256"]
+
+    req = requests()[:4]
+    cache = ScoreCache(tmp_cache / "scores.sqlite")
+    original = Scorer(smollm, cache=cache, progress=False).score(req).logprob
+    cached = Scorer(changed, cache=cache, progress=False).score(req).logprob
+    fresh = Scorer(changed, progress=False).score(req).logprob
+    assert not np.allclose(fresh, original)  # the change matters, so reusing scores would be wrong
+    np.testing.assert_array_equal(cached, fresh)

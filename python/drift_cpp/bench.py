@@ -32,7 +32,7 @@ def _rss_mib() -> float:
 
 def bench_scorer(model, quick: bool) -> dict:
     """Our scorer vs llama-cpp-python's Llama.eval prefill of each prompt + response."""
-    import llama_cpp
+    from .runtime import reference_llama
 
     from .scorer import ScoreRequest, Scorer
 
@@ -50,7 +50,7 @@ def bench_scorer(model, quick: bool) -> dict:
     ours = time.perf_counter() - start
     stats = scorer.core.stats
 
-    llm = llama_cpp.Llama(str(model.path), n_ctx=2048, n_batch=512, verbose=False, n_threads=model.options.n_threads)
+    llm = reference_llama(model.path, n_ctx=2048, n_batch=512, n_threads=model.options.n_threads)
     start = time.perf_counter()
     for prompt, response in work:
         llm.reset()
@@ -84,9 +84,9 @@ def _profile_with(model, m: int):
 
 def _naive_steps(model, systems: list[str], weights, beta: float, n: int, prompt: str) -> float:
     """What a user would write: one Llama per prompt (LLM, base, each attribute), fused in numpy."""
-    import llama_cpp
+    from .runtime import reference_llama
 
-    llms = [llama_cpp.Llama(str(model.path), n_ctx=1024, verbose=False, n_threads=model.options.n_threads)
+    llms = [reference_llama(model.path, n_ctx=1024, n_threads=model.options.n_threads, logits_all=True)
             for _ in systems]
     for llm, s in zip(llms, systems):
         text = model.render([{"role": "system", "content": s}, {"role": "user", "content": prompt}])

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import sys
 from functools import wraps
 from pathlib import Path
+from typing import Optional
 
 import click
 
+from . import params
 from .errors import DriftError
 
 DEMO_PAIRS = Path(__file__).parent / "data" / "demo_pairs.jsonl"
@@ -327,58 +331,122 @@ def predict(ctx, profile_path, pairs_path, slm, as_json, no_cache):
         click.echo(f"accuracy {acc:.3f} on {len(rows)} pairs")
 
 
-def _sampling_options(f):
-    for option in reversed([
-        click.option("--temperature", default=0.8, show_default=True, help="0: greedy."),
-        click.option("--top-p", default=0.9, show_default=True),
-        click.option("--top-k", default=0, show_default=True),
-        click.option("--min-p", default=0.0, show_default=True),
-        click.option("--seed", default=0, show_default=True),
-        click.option("--max-tokens", default=500, show_default=True),
-        click.option("--stop", multiple=True, help="Stop string (repeatable)."),
-    ]):
-        f = option(f)
-    return f
+def _options_from(cls, exclude=()):
+    """Click options for a parameter dataclass's fields, with its defaults and help: one source of truth."""
+    def decorate(f):
+        for fld in reversed(dataclasses.fields(cls)):
+            if fld.name in exclude:
+                continue
+            flag = "--" + fld.name.replace("_", "-")
+            if isinstance(fld.default, tuple):
+                f = click.option(flag, multiple=True, help=fld.metadata.get("help"))(f)
+            else:
+                f = click.option(flag, type=type(fld.default), default=fld.default, show_default=True,
+                                 help=fld.metadata.get("help"))(f)
+        return f
+    return decorate
+
+
+_sampling_options = _options_from(params.Sampling)
 
 
 def _drift_options(f):
     for option in reversed([
-        click.option("--profile", "profile_path", type=click.Path(), help="Profile JSON; none: plain decoding."),
+        click.option("--profile", "profiles", multiple=True, metavar="PATH[:WEIGHT]",
+                     help="Profile JSON; repeat to blend profiles, with weights (-1 negates). None: plain decoding."),
         click.option("--llm", default=None, help="Large model (default: the embedded model)."),
         click.option("--slm", default=None, help="Small model of the profile (default: the embedded model)."),
-        click.option("--beta", default=0.5, show_default=True, help="Personalization strength 1/beta.",
-                     callback=_checked("decoding", "check_beta")),
+        click.option("--beta", type=float, default=params.DEFAULT_BETA, show_default=True,
+                     help="Personalization strength 1/beta.", callback=_checked("params", "check_beta")),
         click.option("--top-attributes", type=int, default=None, help="Attributes used (default: the profile's)."),
         click.option("--exclude", default="", help="Attribute ids never used for decoding."),
         click.option("--system", default=None, help="The LLM's system prompt (default: the base prompt)."),
-        click.option("--n-ctx", default=2048, show_default=True, help="KV cells per sequence."),
+        click.option("--negative-system", default=None,
+                     help="Classifier-free guidance: the system prompt to steer away from (with --cfg-scale)."),
+        click.option("--cfg-scale", type=float, default=1.0, show_default=True,
+                     help="h = h_neg + G (h_pos - h_neg); 1 is plain decoding."),
+        click.option("--formula", "formula_path", type=click.Path(), help="Decode with a saved formula (JSON)."),
+        click.option("--save-formula", type=click.Path(), help="Write the formula in use as JSON."),
     ]):
         f = option(f)
-    return f
+    return _options_from(params.EngineOptions)(f)
 
 
-def _make_drift(ctx, profile, llm, slm, beta, top_attributes, exclude, system, n_ctx, with_profile=True):
+@dataclasses.dataclass(frozen=True)
+class DriftConfig:
+    """What the decoding options of generate and chat say, in one object."""
+    profiles: tuple = ()
+    llm: Optional[str] = None
+    slm: Optional[str] = None
+    beta: float = params.DEFAULT_BETA
+    top_attributes: Optional[int] = None
+    exclude: str = ""
+    system: Optional[str] = None
+    negative_system: Optional[str] = None
+    cfg_scale: float = 1.0
+    formula_path: Optional[str] = None
+    save_formula: Optional[str] = None
+    n_ctx: int = params.EngineOptions.n_ctx
+    n_batch: int = params.EngineOptions.n_batch
+
+    @classmethod
+    def take(cls, kwargs: dict) -> "DriftConfig":
+        """Pops this object's options out of a command's keyword arguments."""
+        return cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)})
+
+    def check(self) -> None:
+        """Everything these options say that can be checked before a model is loaded."""
+        from .fileio import check_output, check_utf8
+        params.check_beta(self.beta)
+        params.check_top_attributes(self.top_attributes)
+        params.EngineOptions(self.n_ctx, self.n_batch).check()
+        for name, text in (("--system", self.system), ("--negative-system", self.negative_system)):
+            if text is not None:
+                check_utf8(text, name)
+        if not math.isfinite(self.cfg_scale):
+            raise DriftError(f"--cfg-scale must be a finite number, got {self.cfg_scale!r}")
+        if self.save_formula:
+            check_output(self.save_formula, inputs=[self.formula_path, *(path for path, _ in self.blend())])
+
+    def blend(self) -> list:
+        out = []
+        for spec in self.profiles:
+            path, _, weight = spec.rpartition(":")
+            try:
+                out.append((path, float(weight)) if path else (spec, 1.0))
+            except ValueError:  # a ':' inside the path itself
+                out.append((spec, 1.0))
+        return out
+
+
+def _make_drift(ctx, cfg: DriftConfig, compare: bool = False):
     from .decoding import Drift
-    return Drift(llm=llm, slm=slm, profile=profile if with_profile else None, beta=beta, system=system,
-                 top_attributes=top_attributes, exclude=_ids(exclude), n_ctx=n_ctx, options=_options(ctx))
-
-
-def _prepare(profile_path, beta, top_attributes, exclude, system, n_ctx, sampling):
-    """Everything a Drift run can check before loading a model; returns (profile or None, Sampling)."""
-    from .decoding import Drift, Sampling
-    from .fileio import check_utf8
+    from .formula import Formula
     from .profile import Profile
-    temperature, top_p, top_k, min_p, seed, max_tokens, stop = sampling
-    sampling = Sampling(temperature, top_p, top_k, min_p, seed, max_tokens, tuple(stop))
+    cfg.check()
+    if cfg.formula_path:
+        if cfg.profiles or cfg.negative_system is not None:
+            raise DriftError("--formula is a whole formula: it cannot be combined with --profile or --negative-system")
+        formula = Formula.load(cfg.formula_path)
+    else:
+        blend = [(Profile.load(path), weight) for path, weight in cfg.blend()]
+        formula = Formula.drift(cfg.system, blend, cfg.beta, cfg.top_attributes,
+                                [x for x in cfg.exclude.split(",") if x])
+        if cfg.negative_system is not None:
+            formula = formula.with_cfg(cfg.negative_system, cfg.cfg_scale)
+    drift = Drift(cfg.llm, cfg.slm, formula=formula, engine=params.EngineOptions(cfg.n_ctx, cfg.n_batch),
+                  options=_options(ctx), compare=compare)
+    if cfg.save_formula:
+        drift.save_formula(cfg.save_formula)
+    return drift
+
+
+def _sampling(kwargs: dict):
+    """Pops the sampling options out of a command's keyword arguments."""
+    fields = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(params.Sampling)}
+    sampling = params.Sampling(**{**fields, "stop": tuple(fields["stop"])})
     sampling.check()
-    Drift.check_options(beta, top_attributes, n_ctx)
-    if system is not None:
-        check_utf8(system, "--system")
-    profile = None
-    if profile_path:
-        profile = Profile.load(profile_path)
-        profile.decoding_weights(top_attributes, _ids(exclude))  # unknown ids are an error
-    return profile, sampling
+    return sampling
 
 
 def _side_by_side(left: str, right: str, titles=("plain", "personalized"), width: int = 38) -> str:
@@ -402,23 +470,22 @@ def _side_by_side(left: str, right: str, titles=("plain", "personalized"), width
 @click.option("--stats", is_flag=True, help="Tokens/s and mean next-token entropy (plain vs fused).")
 @click.pass_context
 @_errors
-def generate(ctx, profile_path, llm, slm, beta, top_attributes, exclude, system, n_ctx, temperature, top_p, top_k,
-             min_p, seed, max_tokens, stop, prompt, compare, as_json, stats):
-    """Generate an answer, personalized by --profile."""
+def generate(ctx, prompt, compare, as_json, stats, **options):
+    """Generate an answer, personalized by --profile (or steered by --negative-system, --formula)."""
     from .fileio import check_utf8, decode_utf8
+    cfg, sampling = DriftConfig.take(options), _sampling(options)
     if prompt is None:
         prompt = decode_utf8(sys.stdin.buffer.read(), "stdin")
     check_utf8(prompt, "--prompt")
     if not prompt.strip():
         raise DriftError("empty prompt: pass --prompt or write it to stdin")
-    profile, sampling = _prepare(profile_path, beta, top_attributes, exclude, system, n_ctx,
-                                 (temperature, top_p, top_k, min_p, seed, max_tokens, stop))
-    args = (ctx, profile, llm, slm, beta, top_attributes, exclude, system, n_ctx)
-    drift = _make_drift(*args)
-    streaming = not (as_json or compare)
-    result = drift.generate(prompt, sampling, on_piece=(lambda s: click.echo(s, nl=False)) if streaming else None,
-                            stats=stats)
-    plain = _make_drift(*args, with_profile=False).generate(prompt, sampling) if compare else None
+    drift = _make_drift(ctx, cfg, compare=compare)
+    if compare:  # plain decoding is a second formula, run in the same steps
+        result, plain = drift.generate_all(prompt, sampling, stats=stats)
+    else:
+        streaming = not as_json
+        result, plain = drift.generate(prompt, sampling, on_piece=(lambda s: click.echo(s, nl=False)) if streaming
+                                       else None, stats=stats), None
     if as_json:
         out = {"text": result.text, "finish_reason": result.finish_reason, "n_tokens": len(result.tokens),
                "tokens_per_second": result.tokens_per_second, "weights": result.weights}
@@ -446,14 +513,11 @@ CHAT_HELP = "/profile PATH, /beta X, /attributes, /compare, /reset, /quit"
 @_sampling_options
 @click.pass_context
 @_errors
-def chat(ctx, profile_path, llm, slm, beta, top_attributes, exclude, system, n_ctx, temperature, top_p, top_k, min_p,
-         seed, max_tokens, stop):
+def chat(ctx, **options):
     """Interactive chat that streams tokens. Commands: /profile PATH, /beta X, /attributes, /compare, /reset, /quit."""
     from .fileio import decode_utf8
-    profile, sampling = _prepare(profile_path, beta, top_attributes, exclude, system, n_ctx,
-                                 (temperature, top_p, top_k, min_p, seed, max_tokens, stop))
-    args = [ctx, profile, llm, slm, beta, top_attributes, exclude, system, n_ctx]
-    drift = _make_drift(*args)
+    cfg, sampling = DriftConfig.take(options), _sampling(options)
+    drift = _make_drift(ctx, cfg, compare=True)
     interactive = sys.stdin.isatty()
     if interactive:
         click.echo(f"drift-cpp chat ({CHAT_HELP})")
@@ -478,28 +542,27 @@ def chat(ctx, profile_path, llm, slm, beta, top_attributes, exclude, system, n_c
                     drift.reset()
                     click.echo("(conversation cleared)")
                 elif command == "/beta":
-                    drift.beta = args[4] = float(arg)  # the setter checks it
+                    drift.beta = float(arg)
+                    cfg = dataclasses.replace(cfg, beta=drift.beta)
                     click.echo(f"(beta = {drift.beta})")
                 elif command == "/profile":
-                    new = arg.strip() or None
-                    drift = _make_drift(*args[:1], new, *args[2:])
-                    args[1] = new  # only once it loaded
-                    click.echo(f"(profile: {new or 'none'})")
+                    cfg = dataclasses.replace(cfg, profiles=(arg.strip(),) if arg.strip() else ())
+                    drift = _make_drift(ctx, cfg, compare=True)
+                    click.echo(f"(profile: {arg.strip() or 'none'})")
                 elif command == "/attributes":
                     for name, w in drift.active_weights or [("(none: plain decoding)", 0.0)]:
                         click.echo(f"  {name:<24}{w:+.3f}")
                 elif command == "/compare":
-                    last = next((m for m in reversed(drift.history) if m["role"] == "user"), None)
-                    if last is None:
-                        raise DriftError("nothing to compare yet")
-                    history = drift.history[:-2] + [last]
-                    plain = _make_drift(*args, with_profile=False).generate(history, sampling)
+                    plain = drift.compare_last(sampling)
                     click.echo(_side_by_side(plain.text, drift.history[-1]["content"]))
                 else:
                     raise DriftError(f"unknown command {command}: {CHAT_HELP}")
                 continue
-            result = drift.chat(line, sampling, on_piece=lambda s: click.echo(s, nl=False))
-            click.echo("" if result.finish_reason != "interrupted" else " [interrupted]")
+            try:
+                drift.chat(line, sampling, on_piece=lambda s: click.echo(s, nl=False))
+                click.echo()
+            except KeyboardInterrupt:  # Ctrl-C ends the answer, not the chat
+                click.echo(" [interrupted]")
         except (DriftError, ValueError) as e:
             click.echo(f"error: {e}", err=True)
 
@@ -523,11 +586,12 @@ def demo(ctx, no_cache):
     click.echo("\nTop attributes of this persona:")
     for a, w in profile.decoding_weights():
         click.echo(f"  {a.id:<16}{w:+.3f}")
-    plain, personal = Drift(options=_options(ctx)), Drift(profile=profile, options=_options(ctx))
+    session = Drift(profile=profile, options=_options(ctx), compare=True)
     sampling = Sampling(temperature=0, max_tokens=120)
     for prompt in DEMO_PROMPTS:
         click.echo(f"\n>>> {prompt}")
-        click.echo(_side_by_side(plain.generate(prompt, sampling).text, personal.generate(prompt, sampling).text))
+        personal, plain = session.generate_all(prompt, sampling)
+        click.echo(_side_by_side(plain.text, personal.text))
 
 
 @main.command()

@@ -1,12 +1,12 @@
-"""Drift Decoding (paper section 3.2): generation steered by a profile, token loop in native code.
+"""Drift Decoding (paper section 3.2): generation steered by a formula, token loop in native code.
 
-h = h_LLM + (1/β) Σ_i p_i (h_i − h_base), with h_i the sLM's logits under attribute prompt s_i.
+A session binds a formula's roles to loaded models and gives each distinct (model, system prompt)
+one KV sequence; the native engine sums their logits with the formula's coefficients each step.
+For a profile, h = h_LLM + (1/β) Σ_i p_i (h_i − h_base), with h_i the sLM's logits under s_i.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -15,75 +15,13 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 from .chat import MessageLike, as_messages
 from .errors import DriftError
 from .fileio import check_utf8
+from .formula import LLM, SLM, Formula
 from .models import Model, ModelOptions, load_model
+from .params import DEFAULT_BETA, EngineOptions, Sampling, check_beta, check_top_attributes
 from .profile import Profile
 from .runtime import _core
 
-BASE_PROMPT = "You are an AI assistant."
-
-# The valid beta, for the CLI, chat's /beta and Drift alike. The engine adds (p_i / beta) * h to the
-# logits in float32: with |p_i| <= 1, at most 41 attributes and logits far below 1e4 in size, 1/beta
-# <= 1e6 keeps every term below 1e12, far from float32's 3.4e38; the top is the largest float32 power of ten.
-BETA_RANGE = (1e-6, 1e38)
-FLOAT32_MAX = 3.4028234663852886e38
-INT32_MAX = 2**31 - 1  # the engine's ints (max_tokens, top_k, n_ctx)
-
-
-def check_beta(beta: float) -> float:
-    """The one check of beta; returns it as a float."""
-    low, high = BETA_RANGE
-    if not (_real(beta) and low <= beta <= high):
-        raise DriftError(f"beta must be positive and within [{low:g}, {high:g}], got {beta!r}")
-    return float(beta)
-
-
-def _real(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _integer(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _finite(x) -> bool:
-    """A number the engine can hold in a float32."""
-    return _real(x) and math.isfinite(x) and abs(x) <= FLOAT32_MAX
-
-
-@dataclass
-class Sampling:
-    temperature: float = 0.8  # 0: greedy
-    top_p: float = 0.9        # the paper's
-    top_k: int = 0
-    min_p: float = 0.0
-    seed: int = 0
-    max_tokens: int = 500     # the paper's text_length
-    stop: Sequence[str] = ()
-
-    def check(self) -> None:
-        """The one place sampling settings are validated; the CLI calls it before loading any model."""
-        for name in ("temperature", "top_p", "min_p"):
-            if not _finite(getattr(self, name)):
-                raise DriftError(f"{name} must be a finite number, got {getattr(self, name)!r}")
-        for name in ("top_k", "seed", "max_tokens"):
-            if not _integer(getattr(self, name)):
-                raise DriftError(f"{name} must be an integer, got {getattr(self, name)!r}")
-        if not 0 <= self.max_tokens <= INT32_MAX:
-            raise DriftError(f"max_tokens cannot be negative (or above {INT32_MAX}), got {self.max_tokens}")
-        if self.temperature < 0:
-            raise DriftError("temperature cannot be negative")
-        if not 0 < self.top_p <= 1:
-            raise DriftError("top_p must be in (0, 1]")
-        if not 0 <= self.top_k <= INT32_MAX or not 0 <= self.min_p <= 1:
-            raise DriftError("top_k must be >= 0 and min_p in [0, 1]")
-        if not 0 <= self.seed < 2**32:
-            raise DriftError(f"seed must be in [0, 2**32), got {self.seed}")
-        if isinstance(self.stop, str):
-            raise DriftError("stop must be a list of strings, not one string")
-        for s in self.stop:
-            if not isinstance(s, str) or not s:
-                raise DriftError(f"stop strings must be non-empty strings, got {s!r}")
-            check_utf8(s, f"stop string {s!r}")
+__all__ = ["Drift", "Generation", "Sampling", "EngineOptions"]
 
 
 @dataclass
@@ -122,112 +60,202 @@ class _Sequence:
             self.text, self.tokens = self.text + text, self.tokens + tokens
 
 
-class Drift:
-    """Models are loaded once; one Drift holds the KV caches of one conversation."""
+class _Slot:
+    """One formula bound to models: its distinct (model, system prompt) sequences, LLM first."""
 
-    def __init__(self, llm: Optional[str] = None, slm: Optional[str] = None, profile: Union[Profile, str, None] = None,
-                 beta: float = 0.5, system: Optional[str] = None, top_attributes: Optional[int] = None,
-                 exclude: Sequence[str] = (), n_ctx: int = 2048, options: ModelOptions = ModelOptions()):
-        self.check_options(beta, top_attributes, n_ctx)
-        self.beta = beta
+    def __init__(self, formula: Formula, roles: dict[str, Model], models: list[Model]):
+        self.formula = formula
+        self.sequences: list[_Sequence] = []
+        self.terms: list[list] = []  # the formula's terms summed into each sequence
+        for term in formula.terms:
+            model = roles[term.model]
+            found = next((i for i, s in enumerate(self.sequences) if s.model is model and s.system == term.system),
+                         None)
+            if found is None:
+                self.sequences.append(_Sequence(model, term.system))
+                self.terms.append([term])
+            else:
+                self.terms[found].append(term)
+        self.layout = [next(i for i, m in enumerate(models) if m is s.model) for s in self.sequences]
+
+    def coefficients(self) -> list[float]:
+        beta = self.formula.beta
+        return [sum(t.coefficient(beta) for t in terms) for terms in self.terms]
+
+
+class Drift:
+    """A conversation steered by a formula. Models are loaded once; the session holds the KV caches.
+
+    The formula comes from `formula`, or from `profile` (one, or a list of (profile, weight) to
+    blend) with `beta`, or is plain decoding. `compare=True` adds plain decoding as a second slot
+    that `generate_all` runs in the same steps. One caller at a time: calls from several threads
+    take turns.
+    """
+
+    def __init__(self, llm: Optional[str] = None, slm: Optional[str] = None,
+                 profile: Union[Profile, str, Sequence[tuple[Union[Profile, str], float]], None] = None,
+                 beta: float = DEFAULT_BETA, system: Optional[str] = None, top_attributes: Optional[int] = None,
+                 exclude: Sequence[str] = (), engine: EngineOptions = EngineOptions(),
+                 options: ModelOptions = ModelOptions(), formula: Optional[Formula] = None, compare: bool = False):
+        check_beta(beta)  # what can be checked before any model is loaded
+        check_top_attributes(top_attributes)
+        engine.check()
         self.llm = load_model(llm, options)
         self.slm = load_model(slm, options)
-        self.profile = Profile.load(profile) if isinstance(profile, str) else profile
-        self.weights = []
-        base = BASE_PROMPT
-        if self.profile is not None:
-            self.profile.check_model(self.slm)
-            self.weights = self.profile.decoding_weights(top_attributes, exclude)
-            base = self.profile.attributes.base.prompt
-        self.system = system or base
-        share_base = self.llm is self.slm and self.system == base
-        try:  # the engine checks that the two models share a vocabulary
-            self.engine = _core.Engine(self.llm.core, self.slm.core, len(self.weights), share_base, n_ctx=n_ctx,
-                                       n_threads=options.n_threads)
-        except RuntimeError as e:
-            raise DriftError(str(e)) from None
-        self._llm_seq = _Sequence(self.llm, self.system)
-        slm_systems = [base] + [a.prompt for a, _ in self.weights] if (self.weights or share_base) else []
-        self._slm_seqs = [_Sequence(self.slm, s) for s in slm_systems]
+        if formula is None:
+            formula = Formula.drift(system, _as_blend(profile), beta, top_attributes, exclude)
+        roles = {LLM: self.llm, SLM: self.slm}
+        for role, identity in formula.models:
+            if not roles[role].same_as(identity):
+                raise DriftError(f"the profile or formula was made for {role} {identity.get('name')} and cannot be "
+                                 f"used with {roles[role].identity['name']}: its weights hold only for that model")
+        formulas = [formula] + ([Formula.plain(formula.system)] if compare else [])
+        self.models = [self.llm] + ([self.slm] if self.slm is not self.llm else [])
+        self._slots = [_Slot(f, roles, self.models) for f in formulas]
+        # The engine checks that the models share a vocabulary.
+        self.engine = _core.Engine([m.core for m in self.models], [s.layout for s in self._slots],
+                                   n_ctx=engine.n_ctx, n_batch=engine.n_batch, n_threads=options.n_threads)
         self.history: list[dict] = []
+        # One caller at a time: the engine's KV caches belong to one conversation.
+        self._lock = threading.RLock()
 
-    @staticmethod
-    def check_options(beta: float, top_attributes: Optional[int], n_ctx: int) -> None:
-        """What can be checked before any model is loaded."""
-        check_beta(beta)
-        if top_attributes is not None and not (_integer(top_attributes) and top_attributes >= 1):
-            raise DriftError(f"top_attributes must be at least 1, got {top_attributes!r}")
-        if not (_integer(n_ctx) and 1 <= n_ctx <= INT32_MAX):
-            raise DriftError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+    @property
+    def formula(self) -> Formula:
+        return self._slots[0].formula
 
     @property
     def beta(self) -> float:
-        return self._beta
+        return self.formula.beta
 
     @beta.setter
     def beta(self, value: float) -> None:
-        self._beta = check_beta(value)
+        check_beta(value)
+        with self._lock:
+            self._slots[0].formula = self.formula.with_beta(value)
 
     @property
     def active_weights(self) -> list[tuple[str, float]]:
-        return [(a.id, w) for a, w in self.weights]
+        """The attribute weights p that steer (before 1/β); empty for plain decoding."""
+        return list(self.formula.steering)
 
-    def _sync(self, history: list[dict]) -> None:
-        llm_prompt = self._llm_seq.prompt(history) if not self.engine.share_base else []
-        try:
-            self.engine.sync(llm_prompt, [s.prompt(history) for s in self._slm_seqs])
-        except ValueError as e:
-            raise DriftError(str(e)) from None
+    @property
+    def identities(self) -> dict[str, dict]:
+        return {LLM: self.llm.identity, SLM: self.slm.identity}
 
-    def _generate(self, history: list[dict], sampling: Sampling, on_piece, stats: bool) -> Generation:
+    def _sync(self, slot: int, history: list[dict]) -> None:
+        self.engine.sync(slot, [s.prompt(history) for s in self._slots[slot].sequences])
+
+    def _generate(self, history: list[dict], sampling: Sampling, on_piece, stats: bool,
+                  cancel: Optional[threading.Event] = None, slots: Sequence[int] = (0,)) -> list[Generation]:
         sampling.check()
         for i, m in enumerate(history):
             if not isinstance(m["content"], str):
                 raise DriftError(f"message {i + 1}: content must be a string, got {type(m['content']).__name__}")
             check_utf8(m["content"], f"message {i + 1}")
-        self._sync(history)
-        r = self.engine.generate([w for _, w in self.weights], self.beta, sampling.temperature, sampling.top_k,
-                                 sampling.top_p, sampling.min_p, sampling.seed, sampling.max_tokens,
-                                 list(sampling.stop), stats, on_piece)
-        exact = r["finish_reason"] in ("stop", "interrupted") and self.llm.detokenize(r["tokens"]) == r["text"]
-        for s in ([self._llm_seq] if not self.engine.share_base else []) + self._slm_seqs:
-            s.generated(r["text"], r["tokens"], exact)
-        return Generation(r["text"], r["finish_reason"], r["tokens"], r["seconds"], r["entropy_plain_bits"],
-                          r["entropy_fused_bits"], self.active_weights)
+        native = _core.SamplingParams()
+        for name in ("temperature", "top_p", "top_k", "min_p", "seed", "max_tokens"):
+            setattr(native, name, getattr(sampling, name))
+        native.stop, native.entropy_stats = list(sampling.stop), stats
+
+        def piece(slot: int, text: str) -> bool:  # called by the engine after every token: False stops it
+            if text and on_piece is not None and on_piece(slot, text) is False:
+                return False
+            return cancel is None or not cancel.is_set()
+
+        with self._lock:
+            for slot in slots:
+                self._sync(slot, history)
+            results = self.engine.generate(list(slots), [self._slots[s].coefficients() for s in slots],
+                                           [native] * len(slots), piece)
+            out = []
+            for slot, r in zip(slots, results):
+                exact = r["finish_reason"] in ("stop", "interrupted") and self.llm.detokenize(r["tokens"]) == r["text"]
+                for s in self._slots[slot].sequences:
+                    s.generated(r["text"], r["tokens"], exact)
+                out.append(Generation(r["text"], r["finish_reason"], r["tokens"], r["seconds"],
+                                      r["entropy_plain_bits"], r["entropy_fused_bits"],
+                                      list(self._slots[slot].formula.steering)))
+            return out
 
     def generate(self, messages: Union[str, Sequence[MessageLike]], sampling: Sampling = Sampling(),
-                 on_piece: Optional[Callable[[str], None]] = None, stats: bool = False) -> Generation:
-        """One answer to a prompt or a conversation (its KV caches are reused when it extends the last one)."""
-        history = [{"role": "user", "content": messages}] if isinstance(messages, str) else as_messages(messages)
-        return self._generate(history, sampling, on_piece, stats)
+                 on_piece: Optional[Callable[[str], object]] = None, stats: bool = False) -> Generation:
+        """One answer to a prompt or a conversation (its KV caches are reused when it extends the last one).
+
+        on_piece receives the text as it is generated; returning False from it stops generation
+        at once, with finish_reason "interrupted".
+        """
+        forward = None if on_piece is None else (lambda _slot, text: on_piece(text))
+        return self._generate(_history(messages), sampling, forward, stats)[0]
+
+    def generate_all(self, messages: Union[str, Sequence[MessageLike]], sampling: Sampling = Sampling(),
+                     stats: bool = False) -> list[Generation]:
+        """One answer per formula (the session's, then plain with compare=True), generated side by side."""
+        return self._generate(_history(messages), sampling, None, stats, slots=range(len(self._slots)))
 
     def stream(self, messages: Union[str, Sequence[MessageLike]], sampling: Sampling = Sampling()) -> Iterator[str]:
-        """Yields complete UTF-8 pieces as they are generated."""
+        """Yields complete UTF-8 pieces as they are generated.
+
+        Closing the iterator early (a `break`, or `close()`) cancels the generation within one
+        token, and the session is free again when close() returns.
+        """
+        history = _history(messages)
         pieces: queue.Queue = queue.Queue()
+        cancel = threading.Event()
         done = object()
         failure = []
 
         def run():
             try:
-                self.generate(messages, sampling, on_piece=pieces.put)
+                self._generate(history, sampling, lambda _slot, text: pieces.put(text), False, cancel)
             except BaseException as e:  # handed to the consumer
                 failure.append(e)
             pieces.put(done)
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        while (piece := pieces.get()) is not done:
-            yield piece
-        worker.join()
+        try:
+            while (piece := pieces.get()) is not done:
+                yield piece
+        finally:
+            cancel.set()
+            worker.join()
         if failure:
             raise failure[0]
 
     def chat(self, user: str, sampling: Sampling = Sampling(), on_piece=None, stats: bool = False) -> Generation:
         """One turn of a multi-turn chat: only the new turn's tokens are evaluated."""
-        history = self.history + [{"role": "user", "content": user}]
-        result = self._generate(history, sampling, on_piece, stats)
-        self.history = history + [{"role": "assistant", "content": result.text}]
-        return result
+        with self._lock:
+            history = self.history + [{"role": "user", "content": user}]
+            result = self.generate(history, sampling, on_piece, stats)
+            self.history = history + [{"role": "assistant", "content": result.text}]
+            return result
+
+    def compare_last(self, sampling: Sampling = Sampling()) -> Generation:
+        """The plain answer to the chat's last user turn (needs compare=True)."""
+        if len(self._slots) < 2:
+            raise DriftError("this session was made without compare=True")
+        with self._lock:
+            last = max((i for i, m in enumerate(self.history) if m["role"] == "user"), default=None)
+            if last is None:
+                raise DriftError("nothing to compare yet")
+            return self._generate(self.history[: last + 1], sampling, None, False, slots=(1,))[0]
 
     def reset(self) -> None:
-        self.history = []
+        with self._lock:
+            self.history = []
+
+    def save_formula(self, path) -> None:
+        self.formula.save(path, self.identities)
+
+
+def _history(messages: Union[str, Sequence[MessageLike]]) -> list[dict]:
+    return [{"role": "user", "content": messages}] if isinstance(messages, str) else as_messages(messages)
+
+
+def _as_blend(profile) -> list[tuple[Profile, float]]:
+    """None, a profile (or its path), or a list of (profile or path, weight)."""
+    if profile is None:
+        return []
+    if isinstance(profile, (Profile, str)):
+        profile = [(profile, 1.0)]
+    return [(Profile.load(p) if isinstance(p, str) else p, float(w)) for p, w in profile]

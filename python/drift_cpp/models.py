@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -16,6 +17,7 @@ from typing import Iterable, Optional
 
 from .chat import ChatTemplate, MessageLike
 from .errors import DriftError
+from .fileio import atomic_write_text
 from .runtime import _core
 
 DEFAULT_MODEL = "smollm2"
@@ -66,8 +68,44 @@ def resolve_model(spec: Optional[str]) -> Path:
     return Path(spec)
 
 
-def fingerprint(path: Path) -> str:
-    """A quick identity: sha256 of the size, the first and the last MiB."""
+HASHES_FILE = "model_hashes.json"  # in cache_dir(): sha256 by path, size and mtime
+
+
+def content_sha256(path: Path) -> str:
+    """The sha256 of the whole file: a model's identity for the score cache and profiles.
+
+    Hashing a GGUF takes seconds, so the digest is remembered in the cache directory by
+    (resolved path, size, mtime) and computed again only when the file changes. The memo
+    is an optimization: when it cannot be read or written, the hash is simply computed.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    key, stamp = str(path), [st.st_size, st.st_mtime_ns]
+    memo_path = cache_dir() / HASHES_FILE
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+        entry = memo.get(key) if isinstance(memo, dict) else None
+        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
+            return entry["sha256"]
+    except (OSError, ValueError):
+        memo = {}
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    digest = h.hexdigest()
+    memo = memo if isinstance(memo, dict) else {}
+    memo[key] = {"stamp": stamp, "sha256": digest}
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo_path, json.dumps(memo, indent=1))
+    except OSError:
+        pass
+    return digest
+
+
+def legacy_fingerprint(path: Path) -> str:
+    """How profiles written before content hashing identified their model (size, first and last MiB)."""
     size = path.stat().st_size
     h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
@@ -94,17 +132,20 @@ class Model:
     def __init__(self, path: Path, options: ModelOptions = ModelOptions()):
         self.path = Path(path)
         self.options = options
-        try:
-            self.core = _core.Model(str(self.path), options.n_gpu_layers)
-        except RuntimeError as e:
-            raise DriftError(str(e)) from None
+        self.core = _core.Model(str(self.path), options.n_gpu_layers)
         self.template = self._choose_template(options.chat_template)
         self.identity = {
             "name": self.path.name,
             "path": str(self.path.resolve()),
             "description": self.core.description,
-            "fingerprint": fingerprint(self.path),
+            "sha256": content_sha256(self.path),
         }
+
+    def same_as(self, identity: dict) -> bool:
+        """Whether `identity` (as recorded in a profile) names this very file."""
+        if "sha256" in identity:
+            return identity["sha256"] == self.identity["sha256"]
+        return identity.get("fingerprint") == legacy_fingerprint(self.path)
 
     def _choose_template(self, fallback: Optional[str]) -> ChatTemplate:
         jinja = self.core.chat_template

@@ -201,7 +201,7 @@ class Profile:
         return approximation.unit_implicit_preference(np.array(self.data.sums), max(self.data.n_pairs, 1))
 
     def check_model(self, model: Model) -> None:
-        if model.identity["fingerprint"] != self.data.model.get("fingerprint"):
+        if not model.same_as(self.data.model):
             raise DriftError(
                 f"this profile was built with {self.data.model.get('name')} and cannot be used with "
                 f"{model.identity['name']}: its rewards come from another model"

@@ -58,7 +58,7 @@ class Scorer:
         return [{"role": "system", "content": request.system}] + as_messages(request.conversation)
 
     def _key(self, request: ScoreRequest) -> str:
-        return score_key(self.model.identity["fingerprint"], self.model.template.name, self.max_response_tokens,
+        return score_key(self.model.identity["sha256"], self.model.template.name, self.max_response_tokens,
                          request.system, as_messages(request.conversation), request.response)
 
     def _check(self, request: ScoreRequest) -> None:

@@ -1,0 +1,242 @@
+"""Steering as data: a formula is a weighted sum of the next-token logits of prompted models.
+
+    h = sum_k c_k h_k,   h_k = the logits of model_k on the conversation under system prompt s_k
+
+Drift (paper eq. 9) is one formula: the LLM under its system prompt with weight 1, the sLM under
+each attribute prompt with p_i / beta and under the base prompt with -sum_i p_i / beta. So are
+plain decoding (the LLM alone), classifier-free guidance (h_neg + G (h_pos - h_neg)), blends of
+profiles (their steering terms, scaled and summed) and negated profiles (weight -1).
+
+A term's model is a role, "llm" or "slm"; the session binds roles to loaded models. Terms on the
+same model and prompt share one KV cache (see decoding.Drift), so equal terms are summed there.
+A formula is saved as JSON with the identities of the models it was made for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, replace
+from typing import Iterable, Mapping, Optional, Sequence
+
+from .attributes import builtin_attributes
+from .errors import DriftError
+from .fileio import atomic_write_text, parse_json, read_text
+from .params import DEFAULT_BETA, check_beta
+from .profile import Profile
+
+LLM, SLM = "llm", "slm"
+FORMAT = "drift-cpp formula"
+VERSION = 1
+# A weight this large drowns the LLM's own logits: what is sampled is no longer language.
+MAX_WEIGHT = 1000.0
+
+
+def default_system() -> str:
+    """s_0, the paper's base prompt: the LLM's system prompt unless one is given."""
+    return builtin_attributes().base.prompt
+
+
+@dataclass(frozen=True)
+class Term:
+    model: str            # "llm" or "slm"
+    system: str           # the system prompt of this term's sequence
+    weight: float
+    per_beta: bool = False  # steering terms: the coefficient is weight / beta
+    label: str = ""       # what the term is, for people: "llm", "base", an attribute id, "negative"
+
+    def coefficient(self, beta: float) -> float:
+        return self.weight / beta if self.per_beta else self.weight
+
+
+@dataclass(frozen=True)
+class Formula:
+    terms: tuple[Term, ...]
+    beta: float = DEFAULT_BETA
+    # Attribute weights of the steering (before 1/beta), for people and Generation.weights.
+    steering: tuple[tuple[str, float], ...] = ()
+    # The identities of the models the terms were made for, by role: a profile's rewards hold
+    # only for its sLM. A session refuses other models.
+    models: tuple[tuple[str, dict], ...] = ()
+
+    # -- building ---------------------------------------------------------
+    @classmethod
+    def plain(cls, system: Optional[str] = None, beta: float = DEFAULT_BETA) -> "Formula":
+        """The LLM alone, under `system` (default: the base prompt s_0)."""
+        return cls((Term(LLM, system or default_system(), 1.0, label=LLM),), beta)
+
+    @classmethod
+    def drift(cls, system: Optional[str], profiles: Sequence[tuple[Profile, float]], beta: float,
+              top: Optional[int] = None, exclude: Iterable[str] = ()) -> "Formula":
+        """The Drift rule for one profile, or a blend of profiles with weights (-1 negates one).
+
+        system: the LLM's system prompt; None is the (first) profile's base prompt.
+        """
+        exclude = list(exclude)
+        base = profiles[0][0].attributes.base.prompt if profiles else None
+        slm = profiles[0][0].data.model if profiles else None
+        terms = [Term(LLM, system or base or default_system(), 1.0, label=LLM)]
+        steering: dict[str, float] = {}
+        for profile, scale in profiles:
+            if profile.attributes.base.prompt != base:
+                raise DriftError("profiles with different base prompts cannot be blended")
+            if profile.data.model != slm:
+                raise DriftError(f"profiles built with different small models cannot be blended "
+                                 f"({slm.get('name')} and {profile.data.model.get('name')})")
+            weights = profile.decoding_weights(top, exclude)
+            for attribute, p in weights:
+                terms.append(Term(SLM, attribute.prompt, scale * p, per_beta=True, label=attribute.id))
+                steering[attribute.id] = steering.get(attribute.id, 0.0) + scale * p
+            total = scale * sum(p for _, p in weights)
+            if total:
+                terms.append(Term(SLM, base, -total, per_beta=True, label="base"))
+        models = ((SLM, slm),) if slm else ()
+        return cls(tuple(terms), beta, tuple(steering.items()), models).merged()
+
+    def with_cfg(self, negative_system: str, scale: float) -> "Formula":
+        """Classifier-free guidance on the LLM: its term h_pos becomes h_neg + G (h_pos - h_neg)."""
+        _check_number(scale, "cfg scale")
+        terms = []
+        for t in self.terms:
+            if t.model == LLM and not t.per_beta:
+                terms += [replace(t, weight=t.weight * scale),
+                          Term(LLM, negative_system, t.weight * (1.0 - scale), label="negative")]
+            else:
+                terms.append(t)
+        return replace(self, terms=tuple(terms)).merged()
+
+    def with_beta(self, beta: float) -> "Formula":
+        return replace(self, beta=beta)
+
+    def merged(self) -> "Formula":
+        """Equal (model, prompt) terms summed into one, in first-seen order; zero weights dropped."""
+        out: dict[tuple, Term] = {}
+        for t in self.terms:
+            key = (t.model, t.system, t.per_beta)
+            if key in out:
+                kept = out[key]
+                labels = kept.label if t.label in kept.label.split("+") else f"{kept.label}+{t.label}"
+                out[key] = replace(kept, weight=kept.weight + t.weight, label=labels)
+            else:
+                out[key] = t
+        terms = tuple(t for t in out.values() if t.weight != 0.0)
+        if not terms:
+            raise DriftError("the formula has no term with a non-zero weight")
+        return replace(self, terms=terms)
+
+    @property
+    def system(self) -> str:
+        """The LLM's own system prompt: that of its first term."""
+        return next(t.system for t in self.terms if t.model == LLM)
+
+    # -- reading and writing ----------------------------------------------
+    def to_dict(self, models: Mapping[str, dict]) -> dict:
+        """As JSON, naming the models (by role) it runs on, so that loading refuses others."""
+        return {"format": FORMAT, "version": VERSION, "beta": self.beta,
+                "models": {role: {k: identity[k] for k in ("name", "sha256")} for role, identity in models.items()},
+                "terms": [{"model": t.model, "system": t.system, "weight": t.weight, "per_beta": t.per_beta,
+                           "label": t.label} for t in self.terms],
+                "steering": [[a, w] for a, w in self.steering]}
+
+    def save(self, path, models: Mapping[str, dict]) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(models), indent=2, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "Formula":
+        """The formula in a JSON file, with the identities of the models it was saved for."""
+        where = os.fspath(path)
+        obj = parse_json(read_text(path, where), where)
+        try:
+            return _parse(obj)
+        except _Invalid as e:
+            raise DriftError(f"{where}: {e}") from None
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _check_number(x, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise DriftError(f"{what} must be a finite number, got {x!r}")
+    return float(x)
+
+
+def _field(obj: dict, name: str, kind, what: str):
+    if name not in obj:
+        raise _Invalid(f"missing field '{name}'")
+    value = obj[name]
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _Invalid(f"field '{name}' must be a finite number, got {value!r}")
+        return float(value)
+    if not isinstance(value, kind):
+        raise _Invalid(f"field '{name}' must be {what}, got {type(value).__name__}")
+    return value
+
+
+def _parse(obj) -> Formula:
+    if not isinstance(obj, dict):
+        raise _Invalid("top level must be a JSON object")
+    if obj.get("format") != FORMAT:
+        raise _Invalid(f"field 'format' must be {FORMAT!r}: this is not a drift-cpp formula")
+    if obj.get("version") != VERSION:
+        raise _Invalid(f"field 'version' is {obj.get('version')!r}, this version of drift-cpp reads {VERSION}")
+    unknown = set(obj) - {"format", "version", "beta", "models", "terms", "steering"}
+    if unknown:
+        raise _Invalid(f"unknown field '{sorted(unknown)[0]}'")
+    beta = _field(obj, "beta", float, "a number")
+    try:
+        check_beta(beta, "field 'beta'")
+    except DriftError as e:
+        raise _Invalid(str(e)) from None
+    models = _field(obj, "models", dict, "an object")
+    for role, identity in models.items():
+        if role not in (LLM, SLM):
+            raise _Invalid(f"field 'models' has unknown role '{role}' (llm or slm)")
+        if not isinstance(identity, dict) or not all(isinstance(identity.get(k), str) for k in ("name", "sha256")):
+            raise _Invalid(f"field 'models.{role}' must be an object with strings 'name' and 'sha256'")
+    items = _field(obj, "terms", list, "a list")
+    if not items:
+        raise _Invalid("field 'terms' must not be empty")
+    terms = []
+    for i, item in enumerate(items):
+        at = f"terms[{i}]"
+        if not isinstance(item, dict):
+            raise _Invalid(f"field '{at}' must be an object")
+        unknown = set(item) - {"model", "system", "weight", "per_beta", "label"}
+        if unknown:
+            raise _Invalid(f"field '{at}' has unknown key '{sorted(unknown)[0]}'")
+        model = item.get("model")
+        if model not in (LLM, SLM):
+            raise _Invalid(f"field '{at}.model' must be 'llm' or 'slm', got {model!r}")
+        if model not in models:
+            raise _Invalid(f"field '{at}.model' is '{model}' but 'models' does not identify it")
+        system = item.get("system")
+        if not isinstance(system, str) or not system.strip():
+            raise _Invalid(f"field '{at}.system' must be a non-empty string")
+        weight = item.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise _Invalid(f"field '{at}.weight' must be a finite number, got {weight!r}")
+        if abs(weight) > MAX_WEIGHT:
+            raise _Invalid(f"field '{at}.weight' is {weight:g}; weights beyond {MAX_WEIGHT:g} drown the LLM's "
+                           "own logits")
+        per_beta = item.get("per_beta", False)
+        if not isinstance(per_beta, bool):
+            raise _Invalid(f"field '{at}.per_beta' must be true or false")
+        label = item.get("label", "")
+        if not isinstance(label, str):
+            raise _Invalid(f"field '{at}.label' must be a string")
+        terms.append(Term(model, system, float(weight), per_beta, label))
+    if not any(t.model == LLM for t in terms):
+        raise _Invalid("field 'terms' has no 'llm' term: nothing writes the answer")
+    steering = obj.get("steering", [])
+    if not isinstance(steering, list) or not all(
+            isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and isinstance(s[1], (int, float))
+            and not isinstance(s[1], bool) for s in steering):
+        raise _Invalid("field 'steering' must be a list of [attribute id, weight] pairs")
+    try:
+        return Formula(tuple(terms), beta, tuple((a, float(w)) for a, w in steering), tuple(models.items())).merged()
+    except DriftError as e:
+        raise _Invalid(f"field 'terms': {e}") from None
