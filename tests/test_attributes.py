@@ -152,11 +152,11 @@ def test_file_errors(tmp_path):
 
 def test_syntax_and_encoding_errors(tmp_path):
     msg = attr_error(tmp_path, "bad.toml", '[[attributes]]\nid = "a"\nprompt = \n')
-    assert msg.startswith("bad.toml: invalid TOML:") and "line 3" in msg
+    assert msg.startswith("bad.toml:3: invalid TOML:") and msg.endswith(")")
     msg = attr_error(tmp_path, "bad.json", '{\n"attributes": [\n{"id": "a",}\n]}')
     assert msg.startswith("bad.json:3: invalid JSON:")
     assert attr_error(tmp_path, "enc.toml", b'[[attributes]]\nid = "a"\nprompt = "caf\xe9"\n') == "enc.toml:3: not valid UTF-8"
     assert attr_error(tmp_path, "empty.toml", "") == "empty.toml: missing field 'attributes'"
     p = tmp_path / "nowhere.toml"
-    with pytest.raises(DriftError, match="nowhere.toml: No such file"):
+    with pytest.raises(DriftError, match="nowhere.toml: file not found$"):
         load_attributes_file(p, into=builtin_attributes())

@@ -166,7 +166,7 @@ def test_json_errors(tmp_path):
 
 def test_bad_suffix_and_missing_file(tmp_path):
     assert error(tmp_path, "prefs.txt", "x") == "prefs.txt: unsupported file type '.txt' (use .jsonl, .csv or .json)"
-    with pytest.raises(DriftError, match="nope.jsonl: No such file or directory"):
+    with pytest.raises(DriftError, match="nope.jsonl: file not found$"):
         load_pairs(tmp_path / "nope.jsonl")
 
 

@@ -7,15 +7,10 @@ import os
 import re
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-try:
-    import tomllib
-except ImportError:  # Python < 3.11
-    import tomli as tomllib  # type: ignore[no-redef]
-
 from .errors import DriftError
+from .fileio import check_utf8, read_document
 
 BASE_ID = "base"
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -139,7 +134,7 @@ def load_attributes_file(path: str | os.PathLike, into: AttributeSet) -> Attribu
     ``base`` prompt string, which replaces the base prompt of the result.
     """
     where = str(path)
-    data = _read_document(Path(path), where)
+    data = read_document(path, where)
     if not isinstance(data, dict):
         raise DriftError(f"{where}: expected a table/object at the top level")
     unknown = sorted(set(data) - {"base", "attributes"})
@@ -152,6 +147,7 @@ def load_attributes_file(path: str | os.PathLike, into: AttributeSet) -> Attribu
             raise DriftError(f"{where}: field 'base' must be a string")
         if not data["base"].strip():
             raise DriftError(f"{where}: field 'base' is empty")
+        check_utf8(data["base"], f"{where}: field 'base'")
         base = Attribute(BASE_ID, "Base", data["base"])
 
     entries = data.get("attributes")
@@ -181,31 +177,6 @@ def load_attributes_file(path: str | os.PathLike, into: AttributeSet) -> Attribu
     return AttributeSet(base, into.attributes).extend(attrs)
 
 
-def _read_document(path: Path, where: str) -> Any:
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".json"):
-        raise DriftError(f"{where}: unsupported file type '{path.suffix}' (use .toml or .json)")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DriftError(f"{where}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DriftError(f"{where}:{line}: not valid UTF-8") from None
-    if suffix == ".toml":
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            # The message already ends with "(at line N, column M)".
-            raise DriftError(f"{where}: invalid TOML: {e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DriftError(f"{where}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-
-
 def _parse_entry(entry: Any, at: str) -> Attribute:
     if not isinstance(entry, dict):
         raise DriftError(f"{at}: expected a table/object")
@@ -221,6 +192,7 @@ def _parse_entry(entry: Any, at: str) -> Attribute:
                 raise DriftError(f"{at}: field '{field}' must be a string")
             if not entry[field].strip():
                 raise DriftError(f"{at}: field '{field}' is empty")
+            check_utf8(entry[field], f"{at}: field '{field}'")
     if not _ID_RE.match(entry["id"]):
         raise DriftError(f"{at}: id '{entry['id']}' may only use letters, digits, '_' and '-'")
     return Attribute(entry["id"], entry.get("name", entry["id"]), entry["prompt"])

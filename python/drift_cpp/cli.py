@@ -21,19 +21,49 @@ DEMO_ATTRIBUTES = ("concise", "formal", "vivid", "humor", "energy", "easy", "dir
 DEMO_PROMPTS = ("How do I boil an egg?", "Why is the sky blue?")
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _errors(f):
-    """Bad input ends in one line on stderr, never a traceback."""
+    """Bad input ends in one line on stderr, never a traceback (exit 1); a bug in drift-cpp exits 2."""
     @wraps(f)
     def run(*args, **kwargs):
         try:
             return f(*args, **kwargs)
         except DriftError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_one_line(e)}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
             sys.exit(130)
+        except Exception as e:  # the last resort: the real causes are DriftErrors
+            click.echo(f"error: internal error ({type(e).__name__}): {_one_line(e)}; please report it", err=True)
+            sys.exit(2)
     return run
+
+
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class _Main(click.Group):
+    """Usage errors (a bad option value, an unknown command) are one line too, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as e:  # a bare group: its help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"error: {_one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def _options(ctx):
@@ -46,16 +76,38 @@ def _model(ctx, spec):
     return load_model(spec, _options(ctx))
 
 
-def _scorer(ctx, spec, no_cache, max_response_tokens=0):
+def _cache(no_cache):
+    """Opened (and so checked) before any model is loaded."""
     from .score_cache import ScoreCache
+    return None if no_cache else ScoreCache()
+
+
+def _scorer(ctx, spec, cache, max_response_tokens=0):
     from .scorer import Scorer
-    return Scorer(_model(ctx, spec), cache=None if no_cache else ScoreCache(), max_response_tokens=max_response_tokens)
+    return Scorer(_model(ctx, spec), cache=cache, max_response_tokens=max_response_tokens)
 
 
-@click.group()
+def _checked(module, check):
+    """A click callback running drift-cpp's own check of a value (the one place it is defined)."""
+    def callback(ctx, param, value):
+        from importlib import import_module
+        try:
+            getattr(import_module(f".{module}", __package__), check)(value)
+        except DriftError as e:
+            raise click.BadParameter(str(e), param=param) from None
+        return value
+    return callback
+
+
+def _ids(value):
+    """Comma-separated ids; None when the option was not given."""
+    return None if value is None else [x for x in value.split(",") if x.strip()]
+
+
+@click.group(cls=_Main)
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log (or set DRIFT_CPP_LOG=1).")
-@click.option("--threads", type=int, default=0, help="CPU threads (0: llama.cpp's default).")
-@click.option("--n-gpu-layers", type=int, default=0,
+@click.option("--threads", type=click.IntRange(0, 1024), default=0, help="CPU threads (0: llama.cpp's default).")
+@click.option("--n-gpu-layers", type=click.IntRange(-1, 100000), default=0,
               help="Layers to offload to the accelerator llama-cpp-python was built with (-1: all).")
 @click.option("--chat-template", default=None,
               help="Built-in llama.cpp template (gemma, chatml, llama3, ...) for a GGUF that has none.")
@@ -78,8 +130,11 @@ def main(ctx, verbose, threads, n_gpu_layers, chat_template):
 @_errors
 def score(ctx, system, prompt, response, model, as_json):
     """Log-probability of RESPONSE to PROMPT under SYSTEM."""
+    from .fileio import check_utf8
     from .scorer import ScoreRequest
-    scorer = _scorer(ctx, model, no_cache=True)
+    for name, text in (("--system", system), ("--prompt", prompt), ("--response", response)):
+        check_utf8(text, name)
+    scorer = _scorer(ctx, model, cache=None)
     tokens, per_token = scorer.token_logprobs(ScoreRequest(system, (("user", prompt),), response, label="--response"))
     result = {"logprob": float(per_token.sum()), "n_tokens": len(tokens), "template": scorer.model.template.name}
     if as_json:
@@ -93,8 +148,9 @@ def _attribute_set(attributes_file, include, exclude):
     attrs = builtin_attributes()
     if attributes_file:
         attrs = load_attributes_file(attributes_file, into=attrs)
-    split = lambda s: [x for x in (s or "").split(",") if x]  # noqa: E731
-    return attrs.select(split(include) or None, split(exclude))
+    if include is not None and not _ids(include):
+        raise DriftError("--include: no attribute ids given (leave the option out to use all attributes)")
+    return attrs.select(_ids(include), _ids(exclude))
 
 
 @main.command()
@@ -111,21 +167,26 @@ def _attribute_set(attributes_file, include, exclude):
               help="qp: the paper's closed form; bt (the default, chosen by the DSP evaluation) and logistic: "
                    "regularized regressions.")
 @click.option("--l2", type=float, help="Penalty of bt and logistic (default 1000); larger is closer to qp.")
-@click.option("--max-response-tokens", default=0, help="Truncate longer responses (0: never; too long is an error).")
+@click.option("--max-response-tokens", default=0, help="Truncate longer responses (0: never; too long is an error).",
+              callback=_checked("scorer", "check_max_response_tokens"))
 @click.option("--no-cache", is_flag=True, help="Do not read or write the score cache.")
 @click.pass_context
 @_errors
 def approximate(ctx, prefs, output, slm, top, attributes_file, include, exclude, decode_exclude, normalize, method,
                 l2, max_response_tokens, no_cache):
     """Fit a profile from preference pairs (JSONL or CSV with prompt, chosen, rejected)."""
+    from .fileio import check_output
     from .preferences import load_pairs
     from .profile import FitOptions, Profile
+    chosen = {k: v for k, v in (("method", method), ("l2", l2)) if v is not None}
+    options = FitOptions(top, normalize, **chosen)
+    options.check()
+    check_output(output, inputs=[prefs, attributes_file])
     pairs = load_pairs(prefs)
     attrs = _attribute_set(attributes_file, include, exclude)
-    scorer = _scorer(ctx, slm, no_cache, max_response_tokens)
-    chosen = {k: v for k, v in (("method", method), ("l2", l2)) if v is not None}
-    profile = Profile.fit(pairs, scorer, attrs, FitOptions(top, normalize, **chosen),
-                          [x for x in (decode_exclude or "").split(",") if x])
+    decode_exclude = Profile.check_decode_exclude(attrs, _ids(decode_exclude) or [])
+    scorer = _scorer(ctx, slm, _cache(no_cache), max_response_tokens)
+    profile = Profile.fit(pairs, scorer, attrs, options, decode_exclude)
     profile.save(output)
     click.echo(f"wrote {output}: {len(pairs)} pairs, {len(attrs)} attributes")
     _show(profile)
@@ -158,7 +219,10 @@ def profile():
 @_errors
 def profile_show(path, as_json, plot):
     """Attributes ranked by the user's unit implicit preference."""
+    from .fileio import check_output
     from .profile import Profile
+    if plot:
+        check_output(plot, inputs=[path])
     prof = Profile.load(path)
     if as_json:
         uip = prof.unit_implicit_preference()
@@ -189,7 +253,8 @@ def _plot(prof, out):
             color=["tab:blue" if uip[i] >= 0 else "tab:red" for i in order])
     ax.set_xlabel("unit implicit preference (W - L per pair)")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    from .fileio import save_figure
+    save_figure(fig, out, dpi=120)
     click.echo(f"wrote {out}")
 
 
@@ -202,11 +267,14 @@ def _plot(prof, out):
 @_errors
 def profile_update(ctx, path, more, slm, no_cache):
     """Add the new pairs of MORE (only those are scored)."""
+    from .fileio import check_output
     from .preferences import load_pairs
     from .profile import Profile
+    check_output(path, inputs=[more])
     prof = Profile.load(path)
+    prof.check_updatable()
     pairs = load_pairs(more)
-    added = prof.update(pairs, _scorer(ctx, slm, no_cache))
+    added = prof.update(pairs, _scorer(ctx, slm, _cache(no_cache)))
     prof.save(path)
     click.echo(f"{path}: added {added} new pairs ({len(pairs) - added} already included), {prof.data.n_pairs} in all")
 
@@ -222,11 +290,15 @@ def profile_update(ctx, path, more, slm, no_cache):
 def profile_add_attributes(ctx, path, prefs, attributes_file, slm, no_cache):
     """Add attributes from a TOML/JSON file; only their columns are scored. PREFS are the profile's pairs."""
     from .attributes import load_attributes_file
+    from .fileio import check_output
     from .preferences import load_pairs
     from .profile import Profile
+    check_output(path, inputs=[prefs, attributes_file])
     prof = Profile.load(path)
+    prof.check_updatable()
     new = load_attributes_file(attributes_file, into=prof.attributes)
-    prof.add_attributes(new.attributes, load_pairs(prefs), _scorer(ctx, slm, no_cache))
+    pairs = load_pairs(prefs)
+    prof.add_attributes(new.attributes, pairs, _scorer(ctx, slm, _cache(no_cache)))
     prof.save(path)
     click.echo(f"{path}: {len(prof.data.attributes)} attributes")
 
@@ -246,7 +318,7 @@ def predict(ctx, profile_path, pairs_path, slm, as_json, no_cache):
     from .profile import Profile
     prof = Profile.load(profile_path)
     pairs = load_pairs(pairs_path)
-    margins = prof.predict(pairs, _scorer(ctx, slm, no_cache))
+    margins = prof.predict(pairs, _scorer(ctx, slm, _cache(no_cache)))
     rows = [{"id": p.id, "margin": float(m), "prefers": "chosen" if m > 0 else "rejected" if m < 0 else "tie"}
             for p, m in zip(pairs, margins)]
     acc = approximation.accuracy(margins)
@@ -284,7 +356,7 @@ def _drift_options(f):
         click.option("--llm", default=None, help="Large model (default: the embedded model)."),
         click.option("--slm", default=None, help="Small model of the profile (default: the embedded model)."),
         click.option("--beta", type=float, default=params.DEFAULT_BETA, show_default=True,
-                     help="Personalization strength 1/beta."),
+                     help="Personalization strength 1/beta.", callback=_checked("params", "check_beta")),
         click.option("--top-attributes", type=int, default=None, help="Attributes used (default: the profile's)."),
         click.option("--exclude", default="", help="Attribute ids never used for decoding."),
         click.option("--system", default=None, help="The LLM's system prompt (default: the base prompt)."),
@@ -332,21 +404,31 @@ class DriftConfig:
         return out
 
 
-def _make_drift(ctx, cfg: DriftConfig, compare: bool = False):
-    from .decoding import Drift
+def _formula(cfg: DriftConfig):
+    """The formula the options describe, checked (files, ids, numbers) before any model is loaded."""
+    from .fileio import check_output, check_utf8
     from .formula import Formula
     from .profile import Profile
+    for text, name in ((cfg.system, "--system"), (cfg.negative_system, "--negative-system")):
+        if text is not None:
+            check_utf8(text, name)
+    params.check_top_attributes(cfg.top_attributes)
+    params.EngineOptions(cfg.n_ctx, cfg.n_batch).check()
+    if cfg.save_formula:
+        check_output(cfg.save_formula, inputs=[cfg.formula_path, *(path for path, _ in cfg.blend())])
     if cfg.formula_path:
         if cfg.profiles or cfg.negative_system is not None:
             raise DriftError("--formula is a whole formula: it cannot be combined with --profile or --negative-system")
-        formula = Formula.load(cfg.formula_path)
-    else:
-        params.check_beta(cfg.beta)
-        blend = [(Profile.load(path), weight) for path, weight in cfg.blend()]
-        formula = Formula.drift(cfg.system, blend, cfg.beta, cfg.top_attributes,
-                                [x for x in cfg.exclude.split(",") if x])
-        if cfg.negative_system is not None:
-            formula = formula.with_cfg(cfg.negative_system, cfg.cfg_scale)
+        return Formula.load(cfg.formula_path)
+    blend = [(Profile.load(path), weight) for path, weight in cfg.blend()]
+    formula = Formula.drift(cfg.system, blend, cfg.beta, cfg.top_attributes, _ids(cfg.exclude) or [])
+    if cfg.negative_system is not None:
+        formula = formula.with_cfg(cfg.negative_system, cfg.cfg_scale)
+    return formula
+
+
+def _make_drift(ctx, cfg: DriftConfig, formula, compare: bool = False):
+    from .decoding import Drift
     drift = Drift(cfg.llm, cfg.slm, formula=formula, engine=params.EngineOptions(cfg.n_ctx, cfg.n_batch),
                   options=_options(ctx), compare=compare)
     if cfg.save_formula:
@@ -385,12 +467,14 @@ def _side_by_side(left: str, right: str, titles=("plain", "personalized"), width
 @_errors
 def generate(ctx, prompt, compare, as_json, stats, **options):
     """Generate an answer, personalized by --profile (or steered by --negative-system, --formula)."""
+    from .fileio import check_utf8, decode_utf8
     cfg, sampling = DriftConfig.take(options), _sampling(options)
     if prompt is None:
-        prompt = sys.stdin.read()
+        prompt = decode_utf8(sys.stdin.buffer.read(), "stdin")
+    check_utf8(prompt, "--prompt")
     if not prompt.strip():
         raise DriftError("empty prompt: pass --prompt or write it to stdin")
-    drift = _make_drift(ctx, cfg, compare=compare)
+    drift = _make_drift(ctx, cfg, _formula(cfg), compare=compare)
     if compare:  # plain decoding is a second formula, run in the same steps
         result, plain = drift.generate_all(prompt, sampling, stats=stats)
     else:
@@ -426,22 +510,25 @@ CHAT_HELP = "/profile PATH, /beta X, /attributes, /compare, /reset, /quit"
 @_errors
 def chat(ctx, **options):
     """Interactive chat that streams tokens. Commands: /profile PATH, /beta X, /attributes, /compare, /reset, /quit."""
+    from .fileio import decode_utf8
     cfg, sampling = DriftConfig.take(options), _sampling(options)
-    drift = _make_drift(ctx, cfg, compare=True)
+    drift = _make_drift(ctx, cfg, _formula(cfg), compare=True)
     interactive = sys.stdin.isatty()
     if interactive:
         click.echo(f"drift-cpp chat ({CHAT_HELP})")
-    stdin = sys.stdin
+    stdin = sys.stdin.buffer  # bytes, so one undecodable line is an error for that line only
+    n = 0
     while True:
         if interactive:
             click.echo("> ", nl=False)
-        line = stdin.readline()
-        if not line:
+        raw = stdin.readline()
+        if not raw:
             break
-        line = line.strip()
-        if not line:
-            continue
+        n += 1
         try:
+            line = decode_utf8(raw, "stdin", first_line=n).strip()
+            if not line:
+                continue
             if line.startswith("/"):
                 command, _, arg = line.partition(" ")
                 if command == "/quit":
@@ -454,8 +541,8 @@ def chat(ctx, **options):
                     cfg = dataclasses.replace(cfg, beta=drift.beta)
                     click.echo(f"(beta = {drift.beta})")
                 elif command == "/profile":
-                    cfg = dataclasses.replace(cfg, profiles=(arg.strip(),) if arg.strip() else ())
-                    drift = _make_drift(ctx, cfg, compare=True)
+                    new = dataclasses.replace(cfg, profiles=(arg.strip(),) if arg.strip() else ())
+                    drift, cfg = _make_drift(ctx, new, _formula(new), compare=True), new  # only once it loaded
                     click.echo(f"(profile: {arg.strip() or 'none'})")
                 elif command == "/attributes":
                     for name, w in drift.active_weights or [("(none: plain decoding)", 0.0)]:
@@ -489,7 +576,7 @@ def demo(ctx, no_cache):
     click.echo(f"The example persona wants short, direct answers: {len(pairs)} preference pairs in {DEMO_PAIRS.name}.")
     click.echo(f"Scoring them under {len(DEMO_ATTRIBUTES)} of the 41 attributes with the embedded model "
                "(minutes the first time, seconds from the cache)...")
-    scorer = _scorer(ctx, None, no_cache)
+    scorer = _scorer(ctx, None, _cache(no_cache))
     profile = Profile.fit(pairs, scorer, builtin_attributes().select(DEMO_ATTRIBUTES), FitOptions(top=3))
     click.echo("\nTop attributes of this persona:")
     for a, w in profile.decoding_weights():
@@ -505,11 +592,13 @@ def demo(ctx, no_cache):
 @main.command()
 @click.argument("prefs", type=click.Path())
 @click.option("--slm", default=None)
-@click.option("--splits", default=10, show_default=True, help="Random train/test splits per training size.")
+@click.option("--splits", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Random train/test splits per training size.")
 @click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes (TOML or JSON).")
 @click.option("--include", help="Only these attribute ids (comma-separated).")
 @click.option("--exclude", help="Leave out these attribute ids.")
-@click.option("--max-response-tokens", default=0, help="Truncate longer responses (0: never).")
+@click.option("--max-response-tokens", default=0, help="Truncate longer responses (0: never).",
+              callback=_checked("scorer", "check_max_response_tokens"))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--plot", type=click.Path(), help="Write accuracy vs k as a PNG (needs matplotlib).")
 @click.option("--no-cache", is_flag=True)
@@ -519,15 +608,19 @@ def evaluate(ctx, prefs, slm, splits, attributes_file, include, exclude, max_res
              no_cache):
     """Cross-validated accuracy on your own pairs, against baselines fitted on the same k pairs."""
     from . import approximation, evaluation
+    from .fileio import check_output
     from .preferences import load_pairs
     from .profile import reward_features
+    if plot:
+        check_output(plot, inputs=[prefs, attributes_file])
     pairs = load_pairs(prefs)
-    attrs = _attribute_set(attributes_file, include, exclude)
-    W, L = reward_features(_scorer(ctx, slm, no_cache, max_response_tokens), pairs, attrs.base, attrs.attributes)
     ks = [k for k in (10, 20, 50, 100, 200, 500, 1000) if k <= len(pairs) - evaluation.MIN_TEST]
     if not ks:
         raise DriftError(f"{prefs}: {len(pairs)} pairs are too few; evaluation needs at least "
                          f"{10 + evaluation.MIN_TEST} (10 to train, {evaluation.MIN_TEST} to test)")
+    attrs = _attribute_set(attributes_file, include, exclude)
+    scorer = _scorer(ctx, slm, _cache(no_cache), max_response_tokens)
+    W, L = reward_features(scorer, pairs, attrs.base, attrs.attributes)
     default_fit = f"drift ({approximation.DEFAULT_METHOD} l2={approximation.DEFAULT_L2:g}, the default)"
     methods = {default_fit: (approximation.DEFAULT_METHOD, {"l2": approximation.DEFAULT_L2}),
                "drift (qp, the paper's)": "drift", **{m: m for m in ("longer", "best_single", "logistic", "bow_rm")}}

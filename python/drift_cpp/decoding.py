@@ -14,9 +14,10 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 
 from .chat import MessageLike, as_messages
 from .errors import DriftError
+from .fileio import check_utf8
 from .formula import LLM, SLM, Formula
 from .models import Model, ModelOptions, load_model
-from .params import DEFAULT_BETA, EngineOptions, Sampling, check_beta
+from .params import DEFAULT_BETA, EngineOptions, Sampling, check_beta, check_top_attributes
 from .profile import Profile
 from .runtime import _core
 
@@ -97,6 +98,8 @@ class Drift:
                  exclude: Sequence[str] = (), engine: EngineOptions = EngineOptions(),
                  options: ModelOptions = ModelOptions(), formula: Optional[Formula] = None, compare: bool = False):
         check_beta(beta)
+        check_top_attributes(top_attributes)
+        engine.check()
         self.llm = load_model(llm, options)
         self.slm = load_model(slm, options)
         if formula is None:
@@ -126,7 +129,7 @@ class Drift:
 
     @beta.setter
     def beta(self, value: float) -> None:
-        check_beta(value)
+        value = check_beta(value)
         with self._lock:
             self._slots[0].formula = self.formula.with_beta(value)
 
@@ -145,6 +148,10 @@ class Drift:
     def _generate(self, history: list[dict], sampling: Sampling, on_piece, stats: bool,
                   cancel: Optional[threading.Event] = None, slots: Sequence[int] = (0,)) -> list[Generation]:
         sampling.check()
+        for i, m in enumerate(history):
+            if not isinstance(m["content"], str):
+                raise DriftError(f"message {i + 1}: content must be a string, got {type(m['content']).__name__}")
+            check_utf8(m["content"], f"message {i + 1}")
         native = _core.SamplingParams()
         for name in ("temperature", "top_p", "top_k", "min_p", "seed", "max_tokens"):
             setattr(native, name, getattr(sampling, name))

@@ -38,6 +38,7 @@ import numpy as np
 
 from . import approximation
 from .errors import DriftError
+from .fileio import save_figure
 
 DEFAULT_SEED = 0
 MIN_TEST = 10  # fewest held-out pairs a split may have (cross_validate without groups)
@@ -519,7 +520,7 @@ def plot(results, path, title: Optional[str] = None, methods: Optional[Sequence[
     axes[0].legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_bars(values: Mapping[str, Mapping[str, tuple[float, float]]], path, title: Optional[str] = None,
@@ -541,4 +542,4 @@ def plot_bars(values: Mapping[str, Mapping[str, tuple[float, float]]], path, tit
     ax.legend(fontsize="small", ncols=min(len(bars), 5))
     if title:
         ax.set_title(title)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)

@@ -6,12 +6,47 @@ default changed here changes everywhere.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 from .errors import DriftError
+from .fileio import check_utf8
 
 DEFAULT_BETA = 0.5  # the paper's strength of personalization is 1/beta
+# The valid beta, for the CLI, chat's /beta and Drift alike. The engine adds (p_i / beta) * h to the
+# logits in float32: with |p_i| <= 1, at most 41 attributes and logits far below 1e4 in size, 1/beta
+# <= 1e6 keeps every term below 1e12, far from float32's 3.4e38; the top is the largest float32 power of ten.
+BETA_RANGE = (1e-6, 1e38)
+FLOAT32_MAX = 3.4028234663852886e38
+INT32_MAX = 2**31 - 1  # the engine's ints (max_tokens, top_k, n_ctx)
+
+
+def check_beta(beta: float) -> float:
+    """The one check of beta; returns it as a float."""
+    low, high = BETA_RANGE
+    if not (_real(beta) and low <= beta <= high):
+        raise DriftError(f"beta must be positive and within [{low:g}, {high:g}], got {beta!r}")
+    return float(beta)
+
+
+def check_top_attributes(top: Optional[int]) -> None:
+    if top is not None and not (_integer(top) and top >= 1):
+        raise DriftError(f"top_attributes must be at least 1, got {top!r}")
+
+
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _integer(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _finite(x) -> bool:
+    """A number the engine can hold in a float32."""
+    return _real(x) and math.isfinite(x) and abs(x) <= FLOAT32_MAX
 
 
 def _help(text: str) -> dict:
@@ -29,14 +64,29 @@ class Sampling:
     stop: Sequence[str] = field(default=(), metadata=_help("Stop string (repeatable)."))
 
     def check(self) -> None:
-        if self.max_tokens < 0:
-            raise DriftError("max_tokens cannot be negative")
+        """The one place sampling settings are validated; the CLI calls it before loading any model."""
+        for name in ("temperature", "top_p", "min_p"):
+            if not _finite(getattr(self, name)):
+                raise DriftError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        for name in ("top_k", "seed", "max_tokens"):
+            if not _integer(getattr(self, name)):
+                raise DriftError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if not 0 <= self.max_tokens <= INT32_MAX:
+            raise DriftError(f"max_tokens cannot be negative (or above {INT32_MAX}), got {self.max_tokens}")
         if self.temperature < 0:
             raise DriftError("temperature cannot be negative")
         if not 0 < self.top_p <= 1:
             raise DriftError("top_p must be in (0, 1]")
-        if self.top_k < 0 or not 0 <= self.min_p <= 1:
+        if not 0 <= self.top_k <= INT32_MAX or not 0 <= self.min_p <= 1:
             raise DriftError("top_k must be >= 0 and min_p in [0, 1]")
+        if not 0 <= self.seed < 2**32:
+            raise DriftError(f"seed must be in [0, 2**32), got {self.seed}")
+        if isinstance(self.stop, str):
+            raise DriftError("stop must be a list of strings, not one string")
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise DriftError(f"stop strings must be non-empty strings, got {s!r}")
+            check_utf8(s, f"stop string {s!r}")
 
 
 @dataclass(frozen=True)
@@ -44,7 +94,8 @@ class EngineOptions:
     n_ctx: int = field(default=2048, metadata=_help("KV cells per sequence."))
     n_batch: int = field(default=512, metadata=_help("Most tokens one llama_decode takes while reading a prompt."))
 
-
-def check_beta(beta: float) -> None:
-    if not beta > 0:
-        raise DriftError("beta must be positive")
+    def check(self) -> None:
+        for name in ("n_ctx", "n_batch"):
+            value = getattr(self, name)
+            if not (_integer(value) and 1 <= value <= INT32_MAX):
+                raise DriftError(f"{name} must be a positive integer, got {value!r}")

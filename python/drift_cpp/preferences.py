@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import DriftError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, check_utf8, parse_json, read_text
 
 ROLES = ("system", "user", "assistant")
 _TEXT_FIELDS = ("prompt", "chosen", "rejected")
@@ -44,7 +44,7 @@ def load_pairs(path: str | os.PathLike) -> list[PreferencePair]:
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DriftError(f"{where}: unsupported file type '{path.suffix}' (use .jsonl, .csv or .json)")
-    text = _read_text(path, where)
+    text = read_text(path, where)
 
     pairs: list[PreferencePair] = []
     first_line: dict[str, int] = {}
@@ -74,20 +74,6 @@ def write_pairs(path: str | os.PathLike, pairs: Iterable[PreferencePair]) -> Non
     atomic_write_text(path, "".join(lines))
 
 
-def _read_text(path: Path, where: str) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DriftError(f"{where}: {e.strerror or e}") from None
-    if raw.startswith(b"\xef\xbb\xbf"):  # BOM, as spreadsheet programs write it
-        raw = raw[3:]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DriftError(f"{where}:{line}: not valid UTF-8") from None
-
-
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -104,20 +90,14 @@ def _jsonl_records(text: str, where: str) -> Iterator[tuple[int, dict]]:
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DriftError(f"{where}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
+        record = parse_json(line, where, first_line=n)
         if not isinstance(record, dict):
             raise DriftError(f"{where}:{n}: expected a JSON object, got {_json_type(record)}")
         yield n, record
 
 
 def _json_records(text: str, where: str) -> Iterator[tuple[int, dict]]:
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DriftError(f"{where}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+    items = parse_json(text, where)
     if not isinstance(items, list):
         raise DriftError(f"{where}: expected a JSON array of objects, got {_json_type(items)}")
     for line, record in zip(_array_item_lines(text), items):
@@ -198,6 +178,7 @@ def _check_text(value: Any, field: str, at: str) -> None:
         raise DriftError(f"{at}: field '{field}' must be a string, got {_json_type(value)}")
     if not value.strip():
         raise DriftError(f"{at}: field '{field}' is empty")
+    check_utf8(value, f"{at}: field '{field}'")
 
 
 def _parse_messages(items: list, at: str) -> tuple[Message, ...]:

@@ -7,8 +7,9 @@ rows, so new pairs or new attributes are added by scoring only what is new.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -29,15 +30,17 @@ class FitOptions:
     method: str = approximation.DEFAULT_METHOD  # "qp": the paper's closed form; "logistic", "bt": regressions
     l2: float = approximation.DEFAULT_L2        # penalty of "logistic" and "bt"
 
-    def check(self) -> None:
+    def check(self, name: Callable[[str], str] = lambda key: f"--{key}") -> None:
+        """The one place these values are checked; `name` says how errors name an option."""
         if self.normalize not in NORMALIZE:
-            raise DriftError(f"unknown normalization '{self.normalize}' (choose sum or mean)")
+            raise DriftError(f"{name('normalize')}: unknown normalization '{self.normalize}' (choose sum or mean)")
         if self.method not in approximation.METHODS:
-            raise DriftError(f"unknown method '{self.method}' (choose {', '.join(approximation.METHODS)})")
+            raise DriftError(f"{name('method')}: unknown method '{self.method}' "
+                             f"(choose {', '.join(approximation.METHODS)})")
         if self.top < 1:
-            raise DriftError("--top must be at least 1")
-        if not self.l2 > 0:
-            raise DriftError("--l2 must be positive")
+            raise DriftError(f"{name('top')} must be at least 1, got {self.top}")
+        if not (math.isfinite(self.l2) and self.l2 > 0):
+            raise DriftError(f"{name('l2')} must be a positive finite number, got {self.l2!r}")
 
 
 def _system(prompt: str, pair: PreferencePair) -> tuple[str, tuple]:
@@ -69,20 +72,26 @@ def reward_features(scorer: Scorer, pairs: Sequence[PreferencePair], base: Attri
 class Profile:
     def __init__(self, data: profile_file.ProfileData):
         self.data = data
+        self.path = None  # the file it was loaded from, to name it in errors
 
     # -- building ---------------------------------------------------------
     @classmethod
     def fit(cls, pairs: Sequence[PreferencePair], scorer: Scorer, attributes: AttributeSet,
             options: FitOptions = FitOptions(), decode_exclude: Iterable[str] = ()) -> "Profile":
         options.check()
-        decode_exclude = list(decode_exclude)
-        unknown = [a for a in decode_exclude if a not in attributes.ids]
-        if unknown:
-            raise DriftError(f"unknown attribute id(s) in decode_exclude: {', '.join(unknown)}")
+        decode_exclude = cls.check_decode_exclude(attributes, decode_exclude)
         W, L = reward_features(scorer, pairs, attributes.base, attributes.attributes, options.normalize)
         profile = cls._empty(scorer.model, attributes, options, decode_exclude)
         profile._add_rows([p.id for p in pairs], W, L)
         return profile
+
+    @staticmethod
+    def check_decode_exclude(attributes: AttributeSet, decode_exclude: Iterable[str]) -> list[str]:
+        decode_exclude = list(decode_exclude)
+        unknown = [a for a in decode_exclude if a not in attributes.ids]
+        if unknown:
+            raise DriftError(f"unknown attribute id(s) in decode_exclude: {', '.join(unknown)}")
+        return decode_exclude
 
     @classmethod
     def with_weights(cls, model: Model, weights: Mapping[str, float]) -> "Profile":
@@ -105,6 +114,7 @@ class Profile:
 
     def update(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> int:
         """Adds the pairs not seen before; returns how many were new. Only those are scored."""
+        self.check_updatable()
         self.check_model(scorer.model)
         seen = set(self.data.pair_ids)
         new = [p for p in pairs if p.id not in seen]
@@ -115,6 +125,7 @@ class Profile:
 
     def add_attributes(self, new: Sequence[Attribute], pairs: Sequence[PreferencePair], scorer: Scorer) -> None:
         """Adds attribute columns, scoring only those columns (the base comes from the cache)."""
+        self.check_updatable()
         self.check_model(scorer.model)
         by_id = {p.id: p for p in pairs}
         missing = [i for i in self.data.pair_ids if i not in by_id]
@@ -149,10 +160,19 @@ class Profile:
         self.data.selected = [self.data.attributes[i]["id"] for i in chosen]
         self.data.updated_at = profile_file.utc_now()
 
+    def check_updatable(self) -> None:
+        """Pairs and attributes are added from the per-pair rows, which a profile may lack."""
+        if self.data.features is None:
+            where = f"{self.path}: " if self.path else ""
+            raise DriftError(f"{where}field 'features' is null, so nothing can be added to this profile; "
+                             "fit it again with drift-cpp approximate")
+
     # -- reading ----------------------------------------------------------
     @classmethod
     def load(cls, path) -> "Profile":
-        return cls(profile_file.load(path))
+        profile = cls(profile_file.load(path))
+        profile.path = path
+        return profile
 
     def save(self, path) -> None:
         profile_file.save(path, self.data)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 from .errors import DriftError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, check_utf8, parse_json, read_text
 
 SCHEMA_VERSION = 1
 
@@ -80,20 +80,7 @@ def save(path, data: ProfileData) -> None:
 def load(path) -> ProfileData:
     """Read and validate a profile file; any problem is a one-line DriftError."""
     where = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise DriftError(f"{where}: file not found") from None
-    except UnicodeDecodeError:
-        raise DriftError(f"{where}: not UTF-8 text") from None
-    except OSError as e:
-        raise DriftError(f"{where}: cannot read: {e.strerror or e}") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DriftError(f"{where}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    return _validate(obj, where)
+    return _validate(parse_json(read_text(path, where), where), where)
 
 
 # --- validation -----------------------------------------------------------------------
@@ -130,6 +117,20 @@ def _numbers(values: list, name: str, length: int) -> list:
     return [float(x) for x in values]
 
 
+# p is v/|v| (or a regression's coefficients at unit norm), or all zero when v = 0.
+UNIT_NORM_TOL = 1e-6
+
+
+def _unit_vector(p: list) -> list:
+    for i, x in enumerate(p):
+        if abs(x) > 1 + UNIT_NORM_TOL:
+            raise _Invalid(f"field 'p[{i}]' is {x!r}; weights of a unit vector lie in [-1, 1]")
+    norm = math.sqrt(math.fsum(x * x for x in p))
+    if norm != 0 and abs(norm - 1) > UNIT_NORM_TOL:
+        raise _Invalid(f"field 'p' has l2 norm {norm:.6g}; it must be 1 (or all zero)")
+    return p
+
+
 def _prompt_entry(entry, name: str) -> dict:
     if not isinstance(entry, dict):
         raise _Invalid(f"field '{name}' must be an object, got {type(entry).__name__}")
@@ -138,7 +139,16 @@ def _prompt_entry(entry, name: str) -> dict:
             raise _Invalid(f"field '{name}.{key}' must be a string")
     if not entry["id"]:
         raise _Invalid(f"field '{name}.id' must not be empty")
+    for key in ("id", "name", "prompt"):
+        _utf8(entry[key], f"{name}.{key}")
     return entry
+
+
+def _utf8(value: str, name: str) -> None:
+    try:
+        check_utf8(value, f"field '{name}'")
+    except DriftError as e:
+        raise _Invalid(str(e)) from None
 
 
 def _id_list(values: list, name: str, known: set) -> list:
@@ -166,6 +176,12 @@ def _options(values: dict) -> dict:
         ok, what = _OPTIONS[key]
         if not ok(value):
             raise _Invalid(f"field 'options.{key}' must be {what}, got {value!r}")
+    from .profile import FitOptions  # profile imports this module
+
+    try:
+        FitOptions(**values).check(name=lambda key: f"field 'options.{key}'")
+    except DriftError as e:
+        raise _Invalid(str(e)) from None
     return values
 
 
@@ -180,7 +196,7 @@ def _timestamp(value: str, name: str) -> str:
     return value
 
 
-def _features(features, k: int):
+def _features(features, k: int, pair_ids: list):
     if features is None:
         return None
     if not isinstance(features, dict):
@@ -198,6 +214,11 @@ def _features(features, k: int):
             if not isinstance(row.get(key), list):
                 raise _Invalid(f"field '{name}.{key}' must be a list")
             row[key] = _numbers(row[key], f"{name}.{key}", k)
+    ids = [row["id"] for row in rows]
+    if ids != pair_ids:
+        j = next((j for j, (a, b) in enumerate(zip(ids, pair_ids)) if a != b), min(len(ids), len(pair_ids)))
+        raise _Invalid(f"field 'features.rows' does not match 'pair_ids': {len(ids)} rows for {len(pair_ids)} "
+                       f"pairs, first difference at index {j}")
     return features
 
 
@@ -235,14 +256,20 @@ def _check(obj: Any) -> ProfileData:
     n_pairs = _expect(obj, "n_pairs", int, "an integer")
     if n_pairs < 0:
         raise _Invalid(f"field 'n_pairs' must be >= 0, got {n_pairs}")
-    p = _numbers(_expect(obj, "p", list, "a list"), "p", k)
+    p = _unit_vector(_numbers(_expect(obj, "p", list, "a list"), "p", k))
     selected = _id_list(_expect(obj, "selected", list, "a list"), "selected", ids)
     decode_exclude = _id_list(_expect(obj, "decode_exclude", list, "a list"), "decode_exclude", ids)
     options = _options(_expect(obj, "options", dict, "an object"))
     pair_ids = _id_list(_expect(obj, "pair_ids", list, "a list"), "pair_ids", None)
     created_at = _timestamp(_expect(obj, "created_at", str, "a string"), "created_at")
     updated_at = _timestamp(_expect(obj, "updated_at", str, "a string"), "updated_at")
-    features = _features(obj.get("features"), k)
+    if n_pairs != len(pair_ids):
+        raise _Invalid(f"field 'n_pairs' is {n_pairs} but 'pair_ids' lists {len(pair_ids)}")
+    features = _features(obj.get("features"), k, pair_ids)
+    try:  # Python's json reads NaN and 1e999; in fields not checked above they would stop save()
+        json.dumps(obj, allow_nan=False)
+    except ValueError:
+        raise _Invalid("a field holds NaN or an infinite number") from None
 
     return ProfileData(
         schema_version=version,

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Optional
 
+from .errors import DriftError
 from .models import cache_dir
 
 
@@ -25,27 +28,77 @@ def score_key(model_fingerprint: str, template: str, max_response_tokens: int, s
 
 
 class ScoreCache:
+    """Every SQLite failure becomes one DriftError that says what is wrong with the file and how to fix it."""
+
     def __init__(self, path: Optional[Path] = None):
         self.path = Path(path) if path else cache_dir() / "scores.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, logprob REAL, n_tokens INTEGER)")
+        directory = self.path.parent
+        if directory.exists() and not directory.is_dir():
+            raise DriftError(f"{directory}: the cache location is a file, not a directory; "
+                             "set DRIFT_CPP_CACHE to a directory or run with --no-cache")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DriftError(f"{directory}: cannot create the cache directory ({e.strerror or e}); "
+                             "set DRIFT_CPP_CACHE to a writable directory or run with --no-cache") from None
+        if self.path.exists() and not self.path.is_file():
+            raise DriftError(f"{self.path}: the score cache is not a regular file; "
+                             "remove it or run with --no-cache")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise DriftError(f"{directory}: the cache directory is not writable; "
+                             "set DRIFT_CPP_CACHE to a writable directory or run with --no-cache")
+        self._db = None
+        with self._errors():
+            self._db = sqlite3.connect(self.path, timeout=60)  # concurrent runs wait for each other's writes
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, logprob REAL, n_tokens INTEGER)")
+            self._db.execute("SELECT key, logprob, n_tokens FROM scores LIMIT 1").fetchall()
+
+    @contextmanager
+    def _errors(self):
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            raise DriftError(_explain(self.path, e)) from None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, tuple[float, int]]:
         keys = list(keys)
         found = {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            rows = self._db.execute(
-                f"SELECT key, logprob, n_tokens FROM scores WHERE key IN ({','.join('?' * len(chunk))})", chunk
-            )
-            found.update({k: (lp, n) for k, lp, n in rows})
+        with self._errors():
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                rows = self._db.execute(
+                    f"SELECT key, logprob, n_tokens FROM scores WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                )
+                found.update({k: (lp, n) for k, lp, n in rows})
         return found
 
-    def put_many(self, entries: Iterable[tuple[str, float, int]]) -> None:
-        with self._db:  # one transaction: a chunk is stored whole or not at all
-            self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?)", list(entries))
+    def put_many(self, entries: Iterable[tuple[str, float, int]]) -> dict[str, tuple[float, int]]:
+        """Stores the entries and returns the scores now stored for their keys.
+
+        The first score stored for a key stays: runs sharing a cache (even at the same time, whose
+        batches may round differently) then all use the same numbers.
+        """
+        entries = list(entries)
+        with self._errors(), self._db:  # one transaction: a chunk is stored whole or not at all
+            self._db.executemany("INSERT OR IGNORE INTO scores VALUES (?, ?, ?)", entries)
+        return self.get_many(k for k, _, _ in entries)
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+
+
+def _explain(path: Path, e: sqlite3.DatabaseError) -> str:
+    text = str(e)
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return (f"{path}: cannot write the score cache ({text}); "
+                "set DRIFT_CPP_CACHE to a writable directory or run with --no-cache")
+    if "locked" in text or "busy" in text:
+        return f"{path}: the score cache stayed locked by another drift-cpp run ({text}); try again"
+    if "disk is full" in text or "disk I/O" in text:
+        return f"{path}: cannot write the score cache ({text}); free some space or run with --no-cache"
+    return f"{path}: the score cache is corrupt ({text}); delete it or run with --no-cache"

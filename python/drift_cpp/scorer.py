@@ -35,11 +35,19 @@ class Scores:
     n_tokens: np.ndarray  # scored tokens of each response
 
 
+def check_max_response_tokens(n: int) -> int:
+    """0 means never truncate; a negative count would cut tokens off the end of every response."""
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+        raise DriftError(f"max_response_tokens must be an integer >= 0 (0: never truncate), got {n!r}")
+    return n
+
+
 class Scorer:
     def __init__(self, model: Model, n_ctx: int = 2048, n_batch: int = 512, cache: Optional[ScoreCache] = None,
                  max_response_tokens: int = 0, progress: bool = True):
         from .runtime import _core
 
+        check_max_response_tokens(max_response_tokens)
         self.model = model
         self.core = _core.Scorer(model.core, n_ctx=n_ctx, n_batch=n_batch, n_threads=model.options.n_threads)
         self.cache = cache
@@ -100,9 +108,7 @@ class Scorer:
                 chunk = work[i : i + CHUNK_ITEMS]
                 results = self.core.score([(p, t) for _, p, t in chunk], False, bar.evaluated)
                 entries = [(k, lp, len(t)) for (k, _, t), (lp, _) in zip(chunk, results)]
-                if self.cache:
-                    self.cache.put_many(entries)
-                done.update({k: (lp, n) for k, lp, n in entries})
+                done.update(self.cache.put_many(entries) if self.cache else {k: (lp, n) for k, lp, n in entries})
                 bar.advance(len(chunk))
 
         by_request = {r: done[k] for r, k in zip(unique, keys)}
