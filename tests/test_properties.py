@@ -207,7 +207,6 @@ GENERATE_RULES = {
     "--top-k": (ints, lambda n: 0 <= n <= 2**31 - 1),
     "--n-ctx": (ints, lambda n: 1 <= n <= 2**31 - 1),
     "--n-batch": (ints, lambda n: 1 <= n <= 2**31 - 1),
-    "--cfg-scale": (numbers, math.isfinite),
     "--top-attributes": (ints, lambda n: n >= 1),
 }
 APPROXIMATE_RULES = {

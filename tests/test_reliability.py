@@ -15,10 +15,10 @@ from drift_cpp import fileio
 from drift_cpp import profile_file as pf
 from drift_cpp.attributes import builtin_attributes, load_attributes_file
 from drift_cpp.cli import DEMO_PAIRS, main
-from drift_cpp.decoding import Drift
+from drift_cpp.decoding import Drift, Sampling
+from drift_cpp.params import BETA_RANGE, check_beta
 from drift_cpp.errors import DriftError
 from drift_cpp.models import ModelOptions
-from drift_cpp.params import BETA_RANGE, Sampling, check_beta
 from drift_cpp.preferences import load_pairs
 from drift_cpp.score_cache import ScoreCache
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 from functools import wraps
 from pathlib import Path
@@ -394,20 +393,6 @@ class DriftConfig:
         """Pops this object's options out of a command's keyword arguments."""
         return cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)})
 
-    def check(self) -> None:
-        """Everything these options say that can be checked before a model is loaded."""
-        from .fileio import check_output, check_utf8
-        params.check_beta(self.beta)
-        params.check_top_attributes(self.top_attributes)
-        params.EngineOptions(self.n_ctx, self.n_batch).check()
-        for name, text in (("--system", self.system), ("--negative-system", self.negative_system)):
-            if text is not None:
-                check_utf8(text, name)
-        if not math.isfinite(self.cfg_scale):
-            raise DriftError(f"--cfg-scale must be a finite number, got {self.cfg_scale!r}")
-        if self.save_formula:
-            check_output(self.save_formula, inputs=[self.formula_path, *(path for path, _ in self.blend())])
-
     def blend(self) -> list:
         out = []
         for spec in self.profiles:
@@ -419,21 +404,31 @@ class DriftConfig:
         return out
 
 
-def _make_drift(ctx, cfg: DriftConfig, compare: bool = False):
-    from .decoding import Drift
+def _formula(cfg: DriftConfig):
+    """The formula the options describe, checked (files, ids, numbers) before any model is loaded."""
+    from .fileio import check_output, check_utf8
     from .formula import Formula
     from .profile import Profile
-    cfg.check()
+    for text, name in ((cfg.system, "--system"), (cfg.negative_system, "--negative-system")):
+        if text is not None:
+            check_utf8(text, name)
+    params.check_top_attributes(cfg.top_attributes)
+    params.EngineOptions(cfg.n_ctx, cfg.n_batch).check()
+    if cfg.save_formula:
+        check_output(cfg.save_formula, inputs=[cfg.formula_path, *(path for path, _ in cfg.blend())])
     if cfg.formula_path:
         if cfg.profiles or cfg.negative_system is not None:
             raise DriftError("--formula is a whole formula: it cannot be combined with --profile or --negative-system")
-        formula = Formula.load(cfg.formula_path)
-    else:
-        blend = [(Profile.load(path), weight) for path, weight in cfg.blend()]
-        formula = Formula.drift(cfg.system, blend, cfg.beta, cfg.top_attributes,
-                                [x for x in cfg.exclude.split(",") if x])
-        if cfg.negative_system is not None:
-            formula = formula.with_cfg(cfg.negative_system, cfg.cfg_scale)
+        return Formula.load(cfg.formula_path)
+    blend = [(Profile.load(path), weight) for path, weight in cfg.blend()]
+    formula = Formula.drift(cfg.system, blend, cfg.beta, cfg.top_attributes, _ids(cfg.exclude) or [])
+    if cfg.negative_system is not None:
+        formula = formula.with_cfg(cfg.negative_system, cfg.cfg_scale)
+    return formula
+
+
+def _make_drift(ctx, cfg: DriftConfig, formula, compare: bool = False):
+    from .decoding import Drift
     drift = Drift(cfg.llm, cfg.slm, formula=formula, engine=params.EngineOptions(cfg.n_ctx, cfg.n_batch),
                   options=_options(ctx), compare=compare)
     if cfg.save_formula:
@@ -479,7 +474,7 @@ def generate(ctx, prompt, compare, as_json, stats, **options):
     check_utf8(prompt, "--prompt")
     if not prompt.strip():
         raise DriftError("empty prompt: pass --prompt or write it to stdin")
-    drift = _make_drift(ctx, cfg, compare=compare)
+    drift = _make_drift(ctx, cfg, _formula(cfg), compare=compare)
     if compare:  # plain decoding is a second formula, run in the same steps
         result, plain = drift.generate_all(prompt, sampling, stats=stats)
     else:
@@ -517,7 +512,7 @@ def chat(ctx, **options):
     """Interactive chat that streams tokens. Commands: /profile PATH, /beta X, /attributes, /compare, /reset, /quit."""
     from .fileio import decode_utf8
     cfg, sampling = DriftConfig.take(options), _sampling(options)
-    drift = _make_drift(ctx, cfg, compare=True)
+    drift = _make_drift(ctx, cfg, _formula(cfg), compare=True)
     interactive = sys.stdin.isatty()
     if interactive:
         click.echo(f"drift-cpp chat ({CHAT_HELP})")
@@ -546,8 +541,8 @@ def chat(ctx, **options):
                     cfg = dataclasses.replace(cfg, beta=drift.beta)
                     click.echo(f"(beta = {drift.beta})")
                 elif command == "/profile":
-                    cfg = dataclasses.replace(cfg, profiles=(arg.strip(),) if arg.strip() else ())
-                    drift = _make_drift(ctx, cfg, compare=True)
+                    new = dataclasses.replace(cfg, profiles=(arg.strip(),) if arg.strip() else ())
+                    drift, cfg = _make_drift(ctx, new, _formula(new), compare=True), new  # only once it loaded
                     click.echo(f"(profile: {arg.strip() or 'none'})")
                 elif command == "/attributes":
                     for name, w in drift.active_weights or [("(none: plain decoding)", 0.0)]:

@@ -97,7 +97,7 @@ class Drift:
                  beta: float = DEFAULT_BETA, system: Optional[str] = None, top_attributes: Optional[int] = None,
                  exclude: Sequence[str] = (), engine: EngineOptions = EngineOptions(),
                  options: ModelOptions = ModelOptions(), formula: Optional[Formula] = None, compare: bool = False):
-        check_beta(beta)  # what can be checked before any model is loaded
+        check_beta(beta)
         check_top_attributes(top_attributes)
         engine.check()
         self.llm = load_model(llm, options)
@@ -129,7 +129,7 @@ class Drift:
 
     @beta.setter
     def beta(self, value: float) -> None:
-        check_beta(value)
+        value = check_beta(value)
         with self._lock:
             self._slots[0].formula = self.formula.with_beta(value)
 

@@ -20,7 +20,20 @@ DEFAULT_BETA = 0.5  # the paper's strength of personalization is 1/beta
 # <= 1e6 keeps every term below 1e12, far from float32's 3.4e38; the top is the largest float32 power of ten.
 BETA_RANGE = (1e-6, 1e38)
 FLOAT32_MAX = 3.4028234663852886e38
-INT32_MAX = 2**31 - 1  # the engine's ints (max_tokens, top_k, n_ctx, n_batch)
+INT32_MAX = 2**31 - 1  # the engine's ints (max_tokens, top_k, n_ctx)
+
+
+def check_beta(beta: float, name: str = "beta") -> float:
+    """The one check of beta; returns it as a float. `name` is how the error names it."""
+    low, high = BETA_RANGE
+    if not (_real(beta) and low <= beta <= high):
+        raise DriftError(f"{name} must be positive and within [{low:g}, {high:g}], got {beta!r}")
+    return float(beta)
+
+
+def check_top_attributes(top: Optional[int]) -> None:
+    if top is not None and not (_integer(top) and top >= 1):
+        raise DriftError(f"top_attributes must be at least 1, got {top!r}")
 
 
 def _real(x) -> bool:
@@ -86,16 +99,3 @@ class EngineOptions:
             value = getattr(self, name)
             if not (_integer(value) and 1 <= value <= INT32_MAX):
                 raise DriftError(f"{name} must be a positive integer, got {value!r}")
-
-
-def check_beta(beta: float, name: str = "beta") -> float:
-    """The one check of beta; returns it as a float. `name` is how the error names it."""
-    low, high = BETA_RANGE
-    if not (_real(beta) and low <= beta <= high):
-        raise DriftError(f"{name} must be positive and within [{low:g}, {high:g}], got {beta!r}")
-    return float(beta)
-
-
-def check_top_attributes(top: Optional[int]) -> None:
-    if top is not None and not (_integer(top) and top >= 1):
-        raise DriftError(f"top_attributes must be at least 1, got {top!r}")
