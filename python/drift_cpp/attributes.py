@@ -194,5 +194,5 @@ def _parse_entry(entry: Any, at: str) -> Attribute:
                 raise DriftError(f"{at}: field '{field}' is empty")
             check_utf8(entry[field], f"{at}: field '{field}'")
     if not _ID_RE.match(entry["id"]):
-        raise DriftError(f"{at}: id '{entry['id']}' may only use letters, digits, '_' and '-'")
+        raise DriftError(f"{at}: id {entry['id']!r} may only use letters, digits, '_' and '-'")
     return Attribute(entry["id"], entry.get("name", entry["id"]), entry["prompt"])
