@@ -121,7 +121,7 @@ def test_drift_top_m_keeps_only_the_largest_weights():
     W[:, 1] += 0.2  # a weak one
     train, test = halves(W, L)
     p = approximation.fit(train.W, train.L)
-    kept = ev._keep_top(p, 2)
+    kept = ev.methods._keep_top(p, 2)
     assert np.count_nonzero(kept) == 2 and set(np.flatnonzero(kept)) == set(approximation.top_m(p, 2))
     assert ev.drift(train, test, n_attributes=k) == ev.drift(train, test)
     assert ev.drift(train, test, n_attributes=1) > 0.9
@@ -178,7 +178,7 @@ def test_bow_rm_equals_the_full_vocabulary_fit():
     Xt = ev.tfidf_transform([c for c, _ in test_t], vocab, idf) - ev.tfidf_transform([r for _, r in test_t], vocab, idf)
     for l2 in (0.1, 1.0):
         b = approximation.fit_bradley_terry(X, np.zeros_like(X), l2=l2)
-        Z, Zt = ev._bow_design(tuple(train_t), tuple(test_t))
+        Z, Zt = ev.methods._bow_design(tuple(train_t), tuple(test_t))
         c = approximation.fit_bradley_terry(Z, np.zeros_like(Z), l2=l2)
         np.testing.assert_allclose(Zt @ c, Xt @ b, atol=1e-8)
 

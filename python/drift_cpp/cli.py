@@ -607,24 +607,23 @@ def demo(ctx, no_cache):
 def evaluate(ctx, prefs, slm, splits, attributes_file, include, exclude, max_response_tokens, as_json, plot,
              no_cache):
     """Cross-validated accuracy on your own pairs, against baselines fitted on the same k pairs."""
-    from . import approximation, evaluation
+    from . import evaluation
     from .fileio import check_output
     from .preferences import load_pairs
     from .profile import reward_features
     if plot:
         check_output(plot, inputs=[prefs, attributes_file])
     pairs = load_pairs(prefs)
-    ks = [k for k in (10, 20, 50, 100, 200, 500, 1000) if k <= len(pairs) - evaluation.MIN_TEST]
+    ks = [k for k in evaluation.USER_KS if k <= len(pairs) - evaluation.MIN_TEST]
     if not ks:
+        k = evaluation.USER_KS[0]
         raise DriftError(f"{prefs}: {len(pairs)} pairs are too few; evaluation needs at least "
-                         f"{10 + evaluation.MIN_TEST} (10 to train, {evaluation.MIN_TEST} to test)")
+                         f"{k + evaluation.MIN_TEST} ({k} to train, {evaluation.MIN_TEST} to test)")
     attrs = _attribute_set(attributes_file, include, exclude)
     scorer = _scorer(ctx, slm, _cache(no_cache), max_response_tokens)
     W, L = reward_features(scorer, pairs, attrs.base, attrs.attributes)
-    default_fit = f"drift ({approximation.DEFAULT_METHOD} l2={approximation.DEFAULT_L2:g}, the default)"
-    methods = {default_fit: (approximation.DEFAULT_METHOD, {"l2": approximation.DEFAULT_L2}),
-               "drift (qp, the paper's)": "drift", **{m: m for m in ("longer", "best_single", "logistic", "bow_rm")}}
-    results = evaluation.cross_validate(W, L, [(p.chosen, p.rejected) for p in pairs], ks, splits, methods=methods)
+    results = evaluation.cross_validate(W, L, [(p.chosen, p.rejected) for p in pairs], ks, splits,
+                                        methods=evaluation.user_methods())
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
