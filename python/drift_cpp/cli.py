@@ -480,6 +480,26 @@ def evaluate(ctx, prefs, slm, splits, attributes_file, include, exclude, max_res
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def models(as_json):
+    """The model presets: installed or not, where, and which partner shares their vocabulary."""
+    from .models import BRING_YOUR_OWN, list_presets
+    rows = list_presets()
+    if as_json:
+        click.echo(json.dumps({"presets": rows, "bring_your_own": BRING_YOUR_OWN}, indent=2))
+        return
+    click.echo(f"{'name':<11}{'family':<24}{'params':>7}  {'quant':<8}{'vocab':>8}  {'partner':<11}installed")
+    for r in rows:
+        state = ("yes" if r["ready"] else "yes (assembled on first use)") if r["installed"] else f"no: {r['install']}"
+        click.echo(f"{r['name']:<11}{r['family']:<24}{r['parameters']:>7}  {r['quantization']:<8}{r['vocabulary']:>8}  "
+                   f"{r['partner']:<11}{state}")
+        if r["installed"]:
+            click.echo(f"{'':<11}{r['path']}")
+    click.echo("\n" + BRING_YOUR_OWN)
+
+
+@main.command()
 @click.option("--out", default="benchmarks/results", show_default=True, type=click.Path())
 @click.option("--quick", is_flag=True, help="Fewer tokens: a smoke run.")
 @_errors
