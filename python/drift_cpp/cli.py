@@ -501,12 +501,18 @@ def models(as_json):
 
 @main.command()
 @click.option("--out", default="benchmarks/results", show_default=True, type=click.Path())
-@click.option("--quick", is_flag=True, help="Fewer tokens: a smoke run.")
+@click.option("--quick", is_flag=True, help="Fewer tokens and one repetition: a smoke run.")
+@click.option("--llm", default=None, help="Large model (default: the embedded model).")
+@click.option("--slm", default=None, help="Small model (default: the embedded model).")
+@click.option("--reps", type=int, default=None, help="Repetitions, configurations interleaved within each "
+                                                     "[default: 3; 1 with --quick].")
+@click.option("--note", default="", help="A remark written into the report (e.g. what else ran).")
+@click.pass_context
 @_errors
-def bench(out, quick):
+def bench(ctx, out, quick, llm, slm, reps, note):
     """Scorer and decoding benchmarks; writes markdown and JSON reports."""
     from .bench import run_all
-    run_all(Path(out), quick)
+    run_all(Path(out), quick, llm, slm, _options(ctx), reps or (1 if quick else 3), note)
 
 
 if __name__ == "__main__":
