@@ -416,9 +416,11 @@ def chat(ctx, profile_path, llm, slm, beta, top_attributes, exclude, system, n_c
 
 @main.command()
 @click.option("--no-cache", is_flag=True)
+@click.option("--llm", default=None, help="Large model (default: the embedded model).")
+@click.option("--slm", default=None, help="Small model that scores and steers (default: the embedded model).")
 @click.pass_context
 @_errors
-def demo(ctx, no_cache):
+def demo(ctx, no_cache, llm, slm):
     """Fit a profile from the bundled example pairs and show what it does to two answers."""
     from .attributes import builtin_attributes
     from .decoding import Drift, Sampling
@@ -426,14 +428,15 @@ def demo(ctx, no_cache):
     from .profile import FitOptions, Profile
     pairs = load_pairs(DEMO_PAIRS)
     click.echo(f"The example persona wants short, direct answers: {len(pairs)} preference pairs in {DEMO_PAIRS.name}.")
-    click.echo(f"Scoring them under {len(DEMO_ATTRIBUTES)} of the 41 attributes with the embedded model "
-               "(minutes the first time, seconds from the cache)...")
-    scorer = _scorer(ctx, None, no_cache)
+    click.echo(f"Scoring them under {len(DEMO_ATTRIBUTES)} of the 41 attributes with "
+               f"{slm or 'the embedded model'} (minutes the first time, seconds from the cache)...")
+    scorer = _scorer(ctx, slm, no_cache)
     profile = Profile.fit(pairs, scorer, builtin_attributes().select(DEMO_ATTRIBUTES), FitOptions(top=3))
     click.echo("\nTop attributes of this persona:")
     for a, w in profile.decoding_weights():
         click.echo(f"  {a.id:<16}{w:+.3f}")
-    plain, personal = Drift(options=_options(ctx)), Drift(profile=profile, options=_options(ctx))
+    plain = Drift(llm=llm, slm=slm, options=_options(ctx))
+    personal = Drift(llm=llm, slm=slm, profile=profile, options=_options(ctx))
     sampling = Sampling(temperature=0, max_tokens=120)
     for prompt in DEMO_PROMPTS:
         click.echo(f"\n>>> {prompt}")
