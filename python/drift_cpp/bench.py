@@ -159,11 +159,11 @@ def _spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def bench_decoding(llm: Optional[str], slm: Optional[str], options: ModelOptions, quick: bool, reps: int) -> dict:
+def bench_decoding(llm: Optional[str], slm: Optional[str], options: ModelOptions, quick: bool, reps: int,
+                   n: int) -> dict:
     from .decoding import Drift
     from .models import load_model
 
-    n = 16 if quick else 64
     m_values = M_VALUES[:2] if quick else M_VALUES
     naive_m = m_values[-1]
     prompt = QUESTIONS[0]
@@ -207,8 +207,8 @@ def _markdown(report: dict) -> str:
     lines = [f"# drift-cpp benchmark ({report['when']}, {report['machine']})", "",
              f"LLM: {report['llm']}; sLM: {report['slm']}; threads: {report['threads']}; "
              f"{d['reps']} repetitions of {d['tokens_per_config']} tokens per configuration.", "",
-             f"Machine load (1-minute average) at the start: {report['load_before']}, at each repetition: "
-             f"{', '.join(f'{x:.2f}' for x in d['load_at_each_rep'])}, at the end: {report['load_after']}."
+             f"Machine load (1-minute average) at the start: {report['load_before']:.2f}, at each repetition: "
+             f"{', '.join(f'{x:.2f}' for x in d['load_at_each_rep'])}, at the end: {report['load_after']:.2f}."
              + (f" Note: {report['note']}" if report.get("note") else ""), "",
              "## Scorer (the sLM)", "",
              "| items | evaluated tokens | naive tokens | scorer tok/s (evaluated) | raw prefill tok/s | ratio | wall speed-up |",
@@ -234,19 +234,19 @@ def _markdown(report: dict) -> str:
 
 
 def run_all(out: Path, quick: bool, llm: Optional[str] = None, slm: Optional[str] = None,
-            options: ModelOptions = ModelOptions(), reps: int = 3, note: str = "") -> dict:
+            options: ModelOptions = ModelOptions(), reps: int = 3, note: str = "", tokens: int = 64) -> dict:
     from .fileio import atomic_write_text
     from .models import load_model
 
-    if reps < 1:
-        raise DriftError("--reps must be at least 1")
+    if reps < 1 or tokens < 1:
+        raise DriftError("--reps and --tokens must be at least 1")
     check_out_dir(out)
     load_before = os.getloadavg()[0]
     llm_model, slm_model = load_model(llm, options), load_model(slm, options)
     click.echo("benchmarking the scorer...", err=True)
     scorer = bench_scorer(slm_model, quick)
     click.echo("benchmarking decoding...", err=True)
-    decoding = bench_decoding(llm, slm, options, quick, reps)
+    decoding = bench_decoding(llm, slm, options, quick, reps, tokens)
     report = {"when": time.strftime("%Y-%m-%d %H:%M"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores {platform.processor() or ''}".strip(", "),
               "llm": llm_model.path.name, "slm": slm_model.path.name, "threads": options.n_threads, "quick": quick,

@@ -509,13 +509,14 @@ def models(as_json):
 @click.option("--slm", default=None, help="Small model (default: the embedded model).")
 @click.option("--reps", type=int, default=None, help="Repetitions, configurations interleaved within each "
                                                      "[default: 3; 1 with --quick].")
+@click.option("--tokens", type=int, default=None, help="Tokens per configuration [default: 64; 16 with --quick].")
 @click.option("--note", default="", help="A remark written into the report (e.g. what else ran).")
 @click.pass_context
 @_errors
-def bench(ctx, out, quick, llm, slm, reps, note):
+def bench(ctx, out, quick, llm, slm, reps, tokens, note):
     """Scorer and decoding benchmarks; writes markdown and JSON reports."""
     from .bench import run_all
-    run_all(Path(out), quick, llm, slm, _options(ctx), reps or (1 if quick else 3), note)
+    run_all(Path(out), quick, llm, slm, _options(ctx), reps or (1 if quick else 3), note, tokens or (16 if quick else 64))
 
 
 if __name__ == "__main__":
