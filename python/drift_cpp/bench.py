@@ -78,7 +78,8 @@ def bench_scorer(model, quick: bool) -> dict:
     ours = time.perf_counter() - start
     stats = scorer.core.stats
 
-    llm = llama_cpp.Llama(str(model.path), n_ctx=2048, n_batch=512, verbose=False, n_threads=model.options.n_threads)
+    llm = llama_cpp.Llama(str(model.path), n_ctx=2048, n_batch=512, verbose=False, n_threads=model.options.n_threads,
+                          n_threads_batch=model.options.n_threads)  # its batch default is every core
     start = time.perf_counter()
     for prompt, response in work:
         llm.reset()
@@ -124,7 +125,8 @@ class _Naive:
         models = [(drift.llm, drift.system)] + [(drift.slm, s) for s in slm_systems]
         self.llamas, self.prompts = [], []
         for model, system in models:
-            self.llamas.append(llama_cpp.Llama(str(model.path), n_ctx=1024, verbose=False, n_threads=n_threads))
+            self.llamas.append(llama_cpp.Llama(str(model.path), n_ctx=1024, verbose=False, n_threads=n_threads,
+                                              n_threads_batch=n_threads))
             text = model.render([{"role": "system", "content": system}, {"role": "user", "content": prompt}])
             self.prompts.append(model.tokenize_prompt(text))
 
