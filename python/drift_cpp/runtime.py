@@ -29,6 +29,8 @@ def reference_llama(path, **kwargs) -> "llama_cpp.Llama":
         p.use_extra_bufts = _core.extra_buffers_safe()
         return p
 
+    if "n_threads" in kwargs:  # its prompt threads default to every core, not to n_threads
+        kwargs.setdefault("n_threads_batch", kwargs["n_threads"])
     module.llama_cpp.llama_model_default_params = params
     try:
         return llama_cpp.Llama(str(path), verbose=False, **kwargs)
