@@ -118,6 +118,8 @@ def test_approximate_refuses_bad_options_before_scoring(tmp_path, prefs, tmp_cac
     (["--top-k", str(2**40)], "top_k must be >= 0"),
     (["--n-ctx", "0"], "n_ctx must be a positive integer, got 0"),
     (["--top-attributes", "0"], "top_attributes must be at least 1"),
+    (["--cfg-scale", "nan"], "--cfg-scale must be a finite number"),
+    (["--negative-system", "Be rude.", "--cfg-scale", "inf"], "--cfg-scale must be a finite number"),
     (["--prompt", "caf\udce9"], "error: --prompt: not valid UTF-8"),
     (["--system", "\ud800"], "error: --system: not valid UTF-8"),
 ])
@@ -385,3 +387,14 @@ def test_profile_show_checks_the_plot_path_first(tmp_path):
     path.write_text(profile_json())
     code, err = run("profile", "show", path, "--plot", path)
     assert code == 1 and "is also the input" in err and "attribute" not in err
+
+
+def test_a_reader_that_leaves_early_is_not_an_error():
+    # `drift-cpp models | head -1`: the pipe closes before drift-cpp writes; no 'internal error' line.
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-m", "drift_cpp.cli", "models"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    child.stdout.close()
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 141 and err == ""

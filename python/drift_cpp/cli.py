@@ -37,6 +37,9 @@ def _errors(f):
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # the reader left (drift-cpp ... | head): nothing to say, nowhere to say it
+            sys.stdout = None  # so that the interpreter's exit does not flush into the closed pipe again
+            sys.exit(141)
         except Exception as e:  # the last resort: the real causes are DriftErrors
             click.echo(f"error: internal error ({type(e).__name__}): {_one_line(e)}; please report it", err=True)
             sys.exit(2)
@@ -413,6 +416,7 @@ def _formula(cfg: DriftConfig):
         if text is not None:
             check_utf8(text, name)
     params.check_top_attributes(cfg.top_attributes)
+    params.check_finite(cfg.cfg_scale, "--cfg-scale")
     params.EngineOptions(cfg.n_ctx, cfg.n_batch).check()
     if cfg.save_formula:
         check_output(cfg.save_formula, inputs=[cfg.formula_path, *(path for path, _ in cfg.blend())])

@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 from .attributes import builtin_attributes
 from .errors import DriftError
 from .fileio import atomic_write_text, parse_json, read_text
-from .params import DEFAULT_BETA, check_beta
+from .params import DEFAULT_BETA, check_beta, check_finite
 from .profile import Profile
 
 LLM, SLM = "llm", "slm"
@@ -96,7 +96,7 @@ class Formula:
 
     def with_cfg(self, negative_system: str, scale: float) -> "Formula":
         """Classifier-free guidance on the LLM: its term h_pos becomes h_neg + G (h_pos - h_neg)."""
-        _check_number(scale, "cfg scale")
+        check_finite(scale, "cfg scale")
         terms = []
         for t in self.terms:
             if t.model == LLM and not t.per_beta:
@@ -155,12 +155,6 @@ class Formula:
 
 class _Invalid(Exception):
     pass
-
-
-def _check_number(x, what: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        raise DriftError(f"{what} must be a finite number, got {x!r}")
-    return float(x)
 
 
 def _field(obj: dict, name: str, kind, what: str):

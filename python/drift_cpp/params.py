@@ -31,6 +31,12 @@ def check_beta(beta: float, name: str = "beta") -> float:
     return float(beta)
 
 
+def check_finite(x, name: str) -> float:
+    if not _finite(x):
+        raise DriftError(f"{name} must be a finite number, got {x!r}")
+    return float(x)
+
+
 def check_top_attributes(top: Optional[int]) -> None:
     if top is not None and not (_integer(top) and top >= 1):
         raise DriftError(f"top_attributes must be at least 1, got {top!r}")
@@ -66,8 +72,7 @@ class Sampling:
     def check(self) -> None:
         """The one place sampling settings are validated; the CLI calls it before loading any model."""
         for name in ("temperature", "top_p", "min_p"):
-            if not _finite(getattr(self, name)):
-                raise DriftError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+            check_finite(getattr(self, name), name)
         for name in ("top_k", "seed", "max_tokens"):
             if not _integer(getattr(self, name)):
                 raise DriftError(f"{name} must be an integer, got {getattr(self, name)!r}")
