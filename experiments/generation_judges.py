@@ -521,7 +521,7 @@ def main(argv=None) -> int:
         profile = Profile.fit(pairs, scorer, attributes, fit_options)
         profiles[persona] = profile
         personas[persona]["profile"] = {
-            "p": dict(zip(attributes.ids, profile.data.p)),
+            "p": dict(zip(attributes.ids, profile.p.tolist())),
             "decoding": [{"id": a.id, "p": w} for a, w in profile.decoding_weights()],
         }
     t_fit = time.monotonic()

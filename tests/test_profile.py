@@ -42,13 +42,13 @@ def test_qp_fit_is_the_closed_form_with_top_m(scorer, demo_pairs):
     prof = Profile.fit(demo_pairs, scorer, builtin_attributes().select(ATTRS), FitOptions(top=3, method="qp"))
     p = prof.p
     assert np.linalg.norm(p) == pytest.approx(1.0)
-    W, L = prof.features()
+    W, L = prof.W, prof.L
     v = (W - L).sum(axis=0)
     np.testing.assert_allclose(p, v / np.linalg.norm(v))
-    ids = [a["id"] for a in prof.data.attributes]
-    assert prof.data.selected == [ids[i] for i in np.argsort(-np.abs(v), kind="stable")[:3]]
+    ids = list(prof.attributes.ids)
+    assert prof.selected == [ids[i] for i in np.argsort(-np.abs(v), kind="stable")[:3]]
     # the demo persona wants short answers: "concise" is its strongest positive attribute
-    assert prof.data.selected[0] == "concise" and p[ids.index("concise")] > 0
+    assert prof.selected[0] == "concise" and p[ids.index("concise")] > 0
 
 
 def test_default_fit_is_regularized_bradley_terry(scorer, demo_pairs):
@@ -58,8 +58,8 @@ def test_default_fit_is_regularized_bradley_terry(scorer, demo_pairs):
     # -2 sum_j (1 - sigmoid(D_j b)) D_j + l2 b vanishes; p = b / ||b||.
     prof = Profile.fit(demo_pairs, scorer, builtin_attributes().select(ATTRS), FitOptions(top=3))
     assert (prof.options.method, prof.options.l2) == ("bt", 1000.0)
-    assert prof.data.options["l2"] == 1000.0
-    W, L = prof.features()
+    assert prof.options.l2 == 1000.0
+    W, L = prof.W, prof.L
     D = W - L
     p = prof.p
     # b = s * p for the unknown norm s: solve the one-dimensional stationarity along p, then check all of it
@@ -80,11 +80,11 @@ def test_incremental_update_and_new_attribute_equal_full_fit(scorer, demo_pairs,
     part = Profile.fit(demo_pairs[:3], scorer, attrs)
     assert part.update(demo_pairs, scorer) == 3
     np.testing.assert_allclose(part.p, full.p)
-    assert part.data.pair_ids == full.data.pair_ids
+    assert part.pair_ids == full.pair_ids
 
     fewer = Profile.fit(demo_pairs, scorer, attrs.select(exclude=["exclamatory"]))
     fewer.add_attributes([attrs.get("exclamatory")], demo_pairs, scorer)
-    assert [a["id"] for a in fewer.data.attributes] == [a["id"] for a in full.data.attributes][:4] + \
+    assert list(fewer.attributes.ids) == list(full.attributes.ids)[:4] + \
         ["storyteller", "exclamatory"]
     np.testing.assert_allclose(fewer.p, full.p)
 
@@ -133,7 +133,7 @@ def test_dsp_academy_profile_beats_chance_on_held_out_pairs(smollm, tmp_cache, d
     prof = Profile.fit(pairs[:20], scorer, attrs)
     margins = prof.predict(pairs[20:40], scorer)
     assert (margins > 0).mean() > 0.5
-    top = prof.data.selected[0]
+    top = prof.selected[0]
     sign = prof.p[attrs.ids.index(top)]
     assert (top, sign > 0) in {("formal", True), ("analytic", True), ("humor", False), ("energy", False),
                                ("exclamatory", False), ("creative", False)}

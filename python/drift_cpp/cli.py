@@ -199,14 +199,14 @@ def _show(profile, width: int = 30):
     """The attributes ranked by W−L per pair (the paper's unit implicit preference), with bars."""
     uip = profile.unit_implicit_preference()
     scale = max(abs(uip).max(), 1e-12)
-    selected, excluded = set(profile.data.selected), set(profile.data.decode_exclude)
+    selected, excluded = set(profile.selected), set(profile.decode_exclude)
     click.echo(f"{'attribute':<24}{'W-L per pair':>14}  {'p':>7}")
     for i in sorted(range(len(uip)), key=lambda i: -uip[i]):
-        a = profile.data.attributes[i]
+        a = profile.attributes.attributes[i]
         n = int(round(abs(uip[i]) / scale * width))
         bar = ("+" if uip[i] >= 0 else "-") * n
-        mark = " *" if a["id"] in selected else " x" if a["id"] in excluded else ""
-        click.echo(f"{a['id']:<24}{uip[i]:>14.3f}  {profile.data.p[i]:>7.3f}  {bar}{mark}")
+        mark = " *" if a.id in selected else " x" if a.id in excluded else ""
+        click.echo(f"{a.id:<24}{uip[i]:>14.3f}  {profile.p[i]:>7.3f}  {bar}{mark}")
     click.echo("* used for decoding   x approximated and shown, excluded from decoding")
 
 
@@ -229,14 +229,14 @@ def profile_show(path, as_json, plot):
     prof = Profile.load(path)
     if as_json:
         uip = prof.unit_implicit_preference()
-        click.echo(json.dumps({"n_pairs": prof.data.n_pairs, "selected": prof.data.selected,
-                               "decode_exclude": prof.data.decode_exclude,
+        click.echo(json.dumps({"n_pairs": prof.n_pairs, "selected": prof.selected,
+                               "decode_exclude": prof.decode_exclude,
                                "attributes": [{"id": a["id"], "unit_implicit_preference": float(u), "p": p}
-                                              for a, u, p in zip(prof.data.attributes, uip, prof.data.p)]}, indent=2))
+                                              for a, u, p in zip(prof.attributes.to_dict()["attributes"], uip, prof.p.tolist())]}, indent=2))
     else:
         o = prof.options
         fit = o.method if o.method == "qp" else f"{o.method} l2={o.l2:g}"
-        click.echo(f"{path}: {prof.data.n_pairs} pairs, model {prof.data.model.get('name')}, {fit}/{o.normalize}")
+        click.echo(f"{path}: {prof.n_pairs} pairs, model {prof.model.get('name')}, {fit}/{o.normalize}")
         _show(prof)
     if plot:
         _plot(prof, plot)
@@ -252,7 +252,7 @@ def _plot(prof, out):
     uip = prof.unit_implicit_preference()
     order = sorted(range(len(uip)), key=lambda i: uip[i])
     fig, ax = plt.subplots(figsize=(6, max(3, 0.22 * len(order))))
-    ax.barh([prof.data.attributes[i]["id"] for i in order], [uip[i] for i in order],
+    ax.barh([prof.attributes.ids[i] for i in order], [uip[i] for i in order],
             color=["tab:blue" if uip[i] >= 0 else "tab:red" for i in order])
     ax.set_xlabel("unit implicit preference (W - L per pair)")
     fig.tight_layout()
@@ -279,7 +279,7 @@ def profile_update(ctx, path, more, slm, no_cache):
     pairs = load_pairs(more)
     added = prof.update(pairs, _scorer(ctx, slm, _cache(no_cache)))
     prof.save(path)
-    click.echo(f"{path}: added {added} new pairs ({len(pairs) - added} already included), {prof.data.n_pairs} in all")
+    click.echo(f"{path}: added {added} new pairs ({len(pairs) - added} already included), {prof.n_pairs} in all")
 
 
 @profile.command("add-attributes")
@@ -303,7 +303,7 @@ def profile_add_attributes(ctx, path, prefs, attributes_file, slm, no_cache):
     pairs = load_pairs(prefs)
     prof.add_attributes(new.attributes, pairs, _scorer(ctx, slm, _cache(no_cache)))
     prof.save(path)
-    click.echo(f"{path}: {len(prof.data.attributes)} attributes")
+    click.echo(f"{path}: {len(prof.attributes)} attributes")
 
 
 @main.command()

@@ -75,15 +75,15 @@ class Formula:
         """
         exclude = list(exclude)
         base = profiles[0][0].attributes.base.prompt if profiles else None
-        slm = profiles[0][0].data.model if profiles else None
+        slm = profiles[0][0].model if profiles else None
         terms = [Term(LLM, system or base or default_system(), 1.0, label=LLM)]
         steering: dict[str, float] = {}
         for profile, scale in profiles:
             if profile.attributes.base.prompt != base:
                 raise DriftError("profiles with different base prompts cannot be blended")
-            if profile.data.model != slm:
+            if profile.model != slm:
                 raise DriftError(f"profiles built with different small models cannot be blended "
-                                 f"({slm.get('name')} and {profile.data.model.get('name')})")
+                                 f"({slm.get('name')} and {profile.model.get('name')})")
             weights = profile.decoding_weights(top, exclude)
             for attribute, p in weights:
                 terms.append(Term(SLM, attribute.prompt, scale * p, per_beta=True, label=attribute.id))

@@ -70,8 +70,21 @@ def reward_features(scorer: Scorer, pairs: Sequence[PreferencePair], base: Attri
 
 
 class Profile:
-    def __init__(self, data: profile_file.ProfileData):
-        self.data = data
+    """A user's profile as typed state: the sLM it was scored with, the attributes, the fit options,
+    the per-pair rewards W and L (rows in pair_ids order), and what the fit made of them: p and the
+    attributes selected for decoding. profile_file only reads and writes it (ProfileData).
+
+    W and L are None for a profile stored without its per-pair rows: it decodes and predicts,
+    but nothing can be added to it.
+    """
+
+    def __init__(self, model: dict, attributes: AttributeSet, options: FitOptions, decode_exclude: list[str],
+                 pair_ids: list[str], W: Optional[np.ndarray], L: Optional[np.ndarray], sums: np.ndarray,
+                 p: np.ndarray, selected: list[str], created_at: str, updated_at: str):
+        self.model, self.attributes, self.options = model, attributes, options
+        self.decode_exclude, self.pair_ids = decode_exclude, pair_ids
+        self.W, self.L, self.sums, self.p, self.selected = W, L, sums, p, selected
+        self.created_at, self.updated_at = created_at, updated_at
         self.path = None  # the file it was loaded from, to name it in errors
 
     # -- building ---------------------------------------------------------
@@ -98,25 +111,20 @@ class Profile:
         """A profile with given weights and no pairs, which steers decoding with exactly those attributes."""
         attributes = builtin_attributes()
         profile = cls._empty(model, attributes, FitOptions(top=max(len(weights), 1)), [])
-        profile.data.p = [float(weights.get(i, 0.0)) for i in attributes.ids]
+        profile.p = np.array([float(weights.get(i, 0.0)) for i in attributes.ids])
         return profile
 
     @classmethod
     def _empty(cls, model: Model, attributes: AttributeSet, options: FitOptions, decode_exclude: list) -> "Profile":
-        now = profile_file.utc_now()
-        d = attributes.to_dict()
-        return cls(profile_file.ProfileData(
-            schema_version=profile_file.SCHEMA_VERSION, model=model.identity, base=d["base"],
-            attributes=d["attributes"], sums=[0.0] * len(attributes), n_pairs=0, p=[0.0] * len(attributes),
-            selected=[], decode_exclude=decode_exclude,
-            options={"top": options.top, "normalize": options.normalize, "method": options.method, "l2": options.l2},
-            pair_ids=[], created_at=now, updated_at=now, features={"rows": []}))
+        now, k = profile_file.utc_now(), len(attributes)
+        return cls(model.identity, attributes, options, decode_exclude, [], np.zeros((0, k)), np.zeros((0, k)),
+                   np.zeros(k), np.zeros(k), [], now, now)
 
     def update(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> int:
         """Adds the pairs not seen before; returns how many were new. Only those are scored."""
         self.check_updatable()
         self.check_model(scorer.model)
-        seen = set(self.data.pair_ids)
+        seen = set(self.pair_ids)
         new = [p for p in pairs if p.id not in seen]
         if new:
             W, L = reward_features(scorer, new, self.attributes.base, self.attributes.attributes, self.options.normalize)
@@ -128,41 +136,35 @@ class Profile:
         self.check_updatable()
         self.check_model(scorer.model)
         by_id = {p.id: p for p in pairs}
-        missing = [i for i in self.data.pair_ids if i not in by_id]
+        missing = [i for i in self.pair_ids if i not in by_id]
         if missing:
             raise DriftError(f"the pairs given lack {len(missing)} of the profile's pairs (e.g. '{missing[0]}')")
         extended = self.attributes.extend(new)
         added = extended.attributes[len(self.attributes):]
         if not added:
             return
-        ordered = [by_id[i] for i in self.data.pair_ids]
+        ordered = [by_id[i] for i in self.pair_ids]
         W_new, L_new = reward_features(scorer, ordered, self.attributes.base, added, self.options.normalize)
-        W, L = self.features()
-        self.data.attributes = extended.to_dict()["attributes"]
-        self.data.features = {"rows": []}
-        self.data.pair_ids, self.data.n_pairs = [], 0
-        self._add_rows([p.id for p in ordered], np.hstack([W, W_new]), np.hstack([L, L_new]))
+        self.attributes = extended
+        self.W, self.L = np.hstack([self.W, W_new]), np.hstack([self.L, L_new])
+        self._refit()
 
     def _add_rows(self, ids: list[str], W: np.ndarray, L: np.ndarray) -> None:
-        rows = self.data.features["rows"]
-        rows += [{"id": i, "w": w.tolist(), "l": l.tolist()} for i, w, l in zip(ids, W, L)]
-        self.data.pair_ids += ids
-        self.data.n_pairs = len(self.data.pair_ids)
+        self.pair_ids = self.pair_ids + list(ids)
+        self.W, self.L = np.vstack([self.W, W]), np.vstack([self.L, L])
         self._refit()
 
     def _refit(self) -> None:
-        W, L = self.features()
-        v = (W - L).sum(axis=0)
-        self.data.sums = v.tolist()
-        self.data.p = approximation.fit(W, L, self.options.method, self.options.l2).tolist()
-        exclude = np.array([a["id"] in self.data.decode_exclude for a in self.data.attributes])
-        chosen = approximation.top_m(np.array(self.data.p), self.options.top, exclude)
-        self.data.selected = [self.data.attributes[i]["id"] for i in chosen]
-        self.data.updated_at = profile_file.utc_now()
+        self.sums = (self.W - self.L).sum(axis=0)
+        self.p = approximation.fit(self.W, self.L, self.options.method, self.options.l2)
+        ids = self.attributes.ids
+        exclude = np.array([i in self.decode_exclude for i in ids])
+        self.selected = [ids[i] for i in approximation.top_m(self.p, self.options.top, exclude)]
+        self.updated_at = profile_file.utc_now()
 
     def check_updatable(self) -> None:
         """Pairs and attributes are added from the per-pair rows, which a profile may lack."""
-        if self.data.features is None:
+        if self.W is None:
             where = f"{self.path}: " if self.path else ""
             raise DriftError(f"{where}field 'features' is null, so nothing can be added to this profile; "
                              "fit it again with drift-cpp approximate")
@@ -170,50 +172,54 @@ class Profile:
     # -- reading ----------------------------------------------------------
     @classmethod
     def load(cls, path) -> "Profile":
-        profile = cls(profile_file.load(path))
+        data = profile_file.load(path)
+        attributes = AttributeSet.from_dict({"base": data.base, "attributes": data.attributes})
+        k = len(attributes)
+        W = L = None
+        if data.features is not None:
+            rows = data.features["rows"]
+            W = np.array([r["w"] for r in rows], dtype=np.float64).reshape(len(rows), k)
+            L = np.array([r["l"] for r in rows], dtype=np.float64).reshape(len(rows), k)
+        # Profiles written before l2 was recorded were fitted with l2 = 1.
+        options = FitOptions(**{"l2": 1.0, **data.options})
+        profile = cls(data.model, attributes, options, data.decode_exclude, data.pair_ids, W, L,
+                      np.array(data.sums), np.array(data.p), data.selected, data.created_at, data.updated_at)
         profile.path = path
         return profile
 
     def save(self, path) -> None:
-        profile_file.save(path, self.data)
+        d = self.attributes.to_dict()
+        o = self.options
+        features = None if self.W is None else {
+            "rows": [{"id": i, "w": w.tolist(), "l": l.tolist()} for i, w, l in zip(self.pair_ids, self.W, self.L)]}
+        profile_file.save(path, profile_file.ProfileData(
+            schema_version=profile_file.SCHEMA_VERSION, model=self.model, base=d["base"], attributes=d["attributes"],
+            sums=self.sums.tolist(), n_pairs=self.n_pairs, p=self.p.tolist(), selected=self.selected,
+            decode_exclude=self.decode_exclude,
+            options={"top": o.top, "normalize": o.normalize, "method": o.method, "l2": o.l2},
+            pair_ids=self.pair_ids, created_at=self.created_at, updated_at=self.updated_at, features=features))
 
     @property
-    def attributes(self) -> AttributeSet:
-        return AttributeSet.from_dict({"base": self.data.base, "attributes": self.data.attributes})
-
-    @property
-    def options(self) -> FitOptions:
-        # Profiles written before l2 was recorded were fitted with l2 = 1.
-        return FitOptions(**{"l2": 1.0, **self.data.options})
-
-    @property
-    def p(self) -> np.ndarray:
-        return np.array(self.data.p)
-
-    def features(self) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.data.features["rows"]
-        k = len(self.data.attributes)
-        W = np.array([r["w"] for r in rows], dtype=np.float64).reshape(len(rows), k)
-        L = np.array([r["l"] for r in rows], dtype=np.float64).reshape(len(rows), k)
-        return W, L
+    def n_pairs(self) -> int:
+        return len(self.pair_ids)
 
     def unit_implicit_preference(self) -> np.ndarray:
-        return approximation.unit_implicit_preference(np.array(self.data.sums), max(self.data.n_pairs, 1))
+        return approximation.unit_implicit_preference(self.sums, max(self.n_pairs, 1))
 
     def check_model(self, model: Model) -> None:
-        if not model.same_as(self.data.model):
+        if not model.same_as(self.model):
             raise DriftError(
-                f"this profile was built with {self.data.model.get('name')} and cannot be used with "
+                f"this profile was built with {self.model.get('name')} and cannot be used with "
                 f"{model.identity['name']}: its rewards come from another model"
             )
 
     def decoding_weights(self, top: Optional[int] = None, exclude: Iterable[str] = ()) -> list[tuple[Attribute, float]]:
         """The attributes and weights that steer decoding: the top m by |p|, never decode_exclude."""
         exclude = set(exclude)
-        unknown = exclude - set(a["id"] for a in self.data.attributes)
+        unknown = exclude - set(self.attributes.ids)
         if unknown:
             raise DriftError(f"unknown attribute id(s): {', '.join(sorted(unknown))}")
-        mask = np.array([a["id"] in exclude or a["id"] in self.data.decode_exclude for a in self.data.attributes])
+        mask = np.array([i in exclude or i in self.decode_exclude for i in self.attributes.ids])
         idx = approximation.top_m(self.p, top or self.options.top, mask)
         attrs = self.attributes.attributes
         return [(attrs[i], float(self.p[i])) for i in idx]
