@@ -166,10 +166,10 @@ def test_features_may_be_absent(tmp_path):
 @pytest.mark.parametrize("name, value, expected", [
     ("model", [], "field 'model' must be an object, got list"),
     ("base", "base", "field 'base' must be an object, got str"),
-    ("base", {"id": "base", "name": "Base"}, "field 'base.prompt' must be a string"),
+    ("base", {"id": "base", "name": "Base"}, "field 'base': missing field 'prompt'"),
     ("attributes", {}, "field 'attributes' must be a list, got dict"),
     ("attributes", [], "field 'attributes' must not be empty"),
-    ("attributes", [{"id": "a", "name": "A", "prompt": 3}], "field 'attributes[0].prompt' must be a string"),
+    ("attributes", [{"id": "a", "name": "A", "prompt": 3}], "field 'attributes[0]': field 'prompt' must be a string"),
     ("sums", "1,2,3", "field 'sums' must be a list, got str"),
     ("sums", [1.0, "x", 2.0], "field 'sums[1]' must be a finite number, got 'x'"),
     ("sums", [1.0, True, 2.0], "field 'sums[1]' must be a finite number, got True"),

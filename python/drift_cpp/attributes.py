@@ -101,24 +101,14 @@ class AttributeSet:
     def from_dict(cls, data: Mapping[str, Any]) -> AttributeSet:
         """Inverse of ``to_dict``; raises DriftError on a malformed dict."""
         try:
-            base = _attr_from_dict(data["base"])
-            attrs = tuple(_attr_from_dict(a) for a in data["attributes"])
-        except (KeyError, TypeError, ValueError) as e:
+            base, attrs = data["base"], data["attributes"]
+        except (KeyError, TypeError) as e:
             raise DriftError(f"invalid attribute set: {e}") from None
-        return cls(base, attrs)
+        return cls(parse_entry(base, "base"), tuple(parse_entry(a, f"attributes[{i}]") for i, a in enumerate(attrs)))
 
 
 def _attr_dict(a: Attribute) -> dict[str, str]:
     return {"id": a.id, "name": a.name, "prompt": a.prompt}
-
-
-def _attr_from_dict(d: Any) -> Attribute:
-    if not isinstance(d, Mapping):
-        raise TypeError("attribute is not an object")
-    values = [d["id"], d["name"], d["prompt"]]
-    if not all(isinstance(v, str) and v.strip() for v in values):
-        raise ValueError("attribute fields must be non-empty strings")
-    return Attribute(*values)
 
 
 def builtin_attributes() -> AttributeSet:
@@ -162,7 +152,7 @@ def load_attributes_file(path: str | os.PathLike, into: AttributeSet) -> Attribu
     first_index: dict[str, int] = {}
     for i, entry in enumerate(entries):
         at = f"{where}: attributes[{i}]"
-        attr = _parse_entry(entry, at)
+        attr = parse_entry(entry, at)
         if attr.id == BASE_ID:
             raise DriftError(f"{at}: id '{BASE_ID}' is reserved for the base prompt")
         if attr.id in into.ids and into.get(attr.id).prompt != attr.prompt:
@@ -177,7 +167,9 @@ def load_attributes_file(path: str | os.PathLike, into: AttributeSet) -> Attribu
     return AttributeSet(base, into.attributes).extend(attrs)
 
 
-def _parse_entry(entry: Any, at: str) -> Attribute:
+def parse_entry(entry: Any, at: str) -> Attribute:
+    """The one check of an attribute entry {"id", "name" (optional), "prompt"}: in attribute files,
+    in profiles and in the built-in library alike. Errors name `at`."""
     if not isinstance(entry, dict):
         raise DriftError(f"{at}: expected a table/object")
     unknown = sorted(set(entry) - {"id", "name", "prompt"})

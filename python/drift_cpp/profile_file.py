@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
+from .attributes import parse_entry
 from .errors import DriftError
-from .fileio import atomic_write_text, check_utf8, parse_json, read_text
+from .fileio import atomic_write_text, parse_json, read_text
 
 SCHEMA_VERSION = 1
 
@@ -132,23 +133,11 @@ def _unit_vector(p: list) -> list:
 
 
 def _prompt_entry(entry, name: str) -> dict:
-    if not isinstance(entry, dict):
-        raise _Invalid(f"field '{name}' must be an object, got {type(entry).__name__}")
-    for key in ("id", "name", "prompt"):
-        if not isinstance(entry.get(key), str):
-            raise _Invalid(f"field '{name}.{key}' must be a string")
-    if not entry["id"]:
-        raise _Invalid(f"field '{name}.id' must not be empty")
-    for key in ("id", "name", "prompt"):
-        _utf8(entry[key], f"{name}.{key}")
-    return entry
-
-
-def _utf8(value: str, name: str) -> None:
-    try:
-        check_utf8(value, f"field '{name}'")
+    try:  # attributes' own check, so that profiles and attribute files agree on what an entry is
+        parse_entry(entry, f"field '{name}'")
     except DriftError as e:
         raise _Invalid(str(e)) from None
+    return entry
 
 
 def _id_list(values: list, name: str, known: set) -> list:
