@@ -16,6 +16,7 @@ import numpy as np
 from .chat import as_messages
 from .errors import DriftError
 from .models import Model
+from .params import EngineOptions
 from .score_cache import ScoreCache, score_key
 
 CHUNK_ITEMS = 16  # items scored between two cache writes
@@ -43,8 +44,8 @@ def check_max_response_tokens(n: int) -> int:
 
 
 class Scorer:
-    def __init__(self, model: Model, n_ctx: int = 2048, n_batch: int = 512, cache: Optional[ScoreCache] = None,
-                 max_response_tokens: int = 0, progress: bool = True):
+    def __init__(self, model: Model, n_ctx: int = EngineOptions.n_ctx, n_batch: int = EngineOptions.n_batch,
+                 cache: Optional[ScoreCache] = None, max_response_tokens: int = 0, progress: bool = True):
         from .runtime import _core
 
         check_max_response_tokens(max_response_tokens)
