@@ -68,6 +68,9 @@ def test_assembles_the_parts_in_order_once(fake, tmp_cache):
     assert path == tmp_cache / "models" / "fake.gguf"
     assert path.read_bytes() == whole
     assert _left_in(tmp_cache) == ["fake.gguf"]  # no .partial left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable as any file the user writes, not 0600
     (site / "drift_fake_part2" / "data" / "part02.bin").unlink()
     assert assemble_preset(preset) == path  # assembled once: the parts are not needed again
 

@@ -157,6 +157,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def plain_mode(path: str | os.PathLike) -> None:
+    """mkstemp creates files 0600; give one the mode a plain open() would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """The temp file lives in the same directory so ``os.replace`` stays on one filesystem.
 
@@ -169,10 +176,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise DriftError(f"{path}: cannot write: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            # mkstemp creates the file 0600; give it the mode a plain open() would have.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
+            plain_mode(tmp)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

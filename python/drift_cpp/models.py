@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 
 from .chat import ChatTemplate, MessageLike
 from .errors import DriftError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, plain_mode
 from .runtime import _core
 
 DEFAULT_MODEL = "smollm2"
@@ -191,6 +191,7 @@ def assemble_preset(preset: Preset, chunk: int = 1 << 22) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f"{preset.file}.", suffix=".partial")
     try:
+        plain_mode(partial)
         whole, total = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as out:
             for i, (part, source) in enumerate(zip(preset.parts, sources), 1):
