@@ -333,12 +333,10 @@ def predict(ctx, profile_path, pairs_path, slm, as_json, no_cache):
         click.echo(f"accuracy {acc:.3f} on {len(rows)} pairs")
 
 
-def _options_from(cls, exclude=()):
+def _options_from(cls):
     """Click options for a parameter dataclass's fields, with its defaults and help: one source of truth."""
     def decorate(f):
         for fld in reversed(dataclasses.fields(cls)):
-            if fld.name in exclude:
-                continue
             flag = "--" + fld.name.replace("_", "-")
             if isinstance(fld.default, tuple):
                 f = click.option(flag, multiple=True, help=fld.metadata.get("help"))(f)

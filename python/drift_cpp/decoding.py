@@ -7,6 +7,7 @@ For a profile, h = h_LLM + (1/β) Σ_i p_i (h_i − h_base), with h_i the sLM's 
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -152,10 +153,10 @@ class Drift:
             if not isinstance(m["content"], str):
                 raise DriftError(f"message {i + 1}: content must be a string, got {type(m['content']).__name__}")
             check_utf8(m["content"], f"message {i + 1}")
-        native = _core.SamplingParams()
-        for name in ("temperature", "top_p", "top_k", "min_p", "seed", "max_tokens"):
-            setattr(native, name, getattr(sampling, name))
-        native.stop, native.entropy_stats = list(sampling.stop), stats
+        native = _core.SamplingParams()  # the same fields as Sampling, plus entropy_stats
+        for f in dataclasses.fields(sampling):
+            setattr(native, f.name, list(sampling.stop) if f.name == "stop" else getattr(sampling, f.name))
+        native.entropy_stats = stats
 
         def piece(slot: int, text: str) -> bool:  # called by the engine after every token: False stops it
             if text and on_piece is not None and on_piece(slot, text) is False:
