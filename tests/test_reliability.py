@@ -119,6 +119,8 @@ def test_approximate_refuses_bad_options_before_scoring(tmp_path, prefs, tmp_cac
     (["--n-ctx", "0"], "n_ctx must be a positive integer, got 0"),
     (["--top-attributes", "0"], "top_attributes must be at least 1"),
     (["--cfg-scale", "nan"], "--cfg-scale must be a finite number"),
+    (["--negative-system", " ", "--cfg-scale", "2"], "--negative-system is empty"),
+    (["--system", ""], "--system is empty"),
     (["--negative-system", "Be rude.", "--cfg-scale", "inf"], "--cfg-scale must be a finite number"),
     (["--prompt", "caf\udce9"], "error: --prompt: not valid UTF-8"),
     (["--system", "\ud800"], "error: --system: not valid UTF-8"),

@@ -413,6 +413,8 @@ def _formula(cfg: DriftConfig):
     for text, name in ((cfg.system, "--system"), (cfg.negative_system, "--negative-system")):
         if text is not None:
             check_utf8(text, name)
+            if not text.strip():  # a saved formula refuses an empty prompt too
+                raise DriftError(f"{name} is empty")
     params.check_top_attributes(cfg.top_attributes)
     params.check_finite(cfg.cfg_scale, "--cfg-scale")
     params.EngineOptions(cfg.n_ctx, cfg.n_batch).check()
