@@ -157,6 +157,28 @@ def test_concurrent_fits_on_one_cache_give_identical_profiles(tmp_path):
     assert rows(cache) == 4 * 3 * 2 and intact(cache)
 
 
+OPEN_AT_ONCE = """
+import sys, time
+from drift_cpp.score_cache import ScoreCache
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+ScoreCache(sys.argv[1]).put_many([("key", 1.0, 1)])
+"""
+
+
+def test_runs_opening_a_fresh_cache_at_once_all_succeed(tmp_path):
+    # Turning a new file to WAL mode skips SQLite's busy wait: without the retry, about 1 open in 20 failed here.
+    for attempt in range(10):  # a race: 80 opens make it show nearly every time without the fix
+        path, start_at = tmp_path / f"{attempt}.sqlite", time.time() + 2
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(path), str(start_at)],
+                                  stderr=subprocess.PIPE) for _ in range(8)]
+        for proc in procs:
+            assert proc.wait(timeout=TIMEOUT) == 0, proc.stderr.read().decode()
+            proc.stderr.close()
+        assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM scores").fetchone() == (1,)
+
+
 # --- read-only and full locations --------------------------------------------------------------
 
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Optional
 
 from .errors import DriftError
 from .models import cache_dir
+
+LOCK_TIMEOUT_S = 60
 
 
 def score_key(model_fingerprint: str, template: str, max_response_tokens: int, system: str,
@@ -49,10 +53,23 @@ class ScoreCache:
                              "set DRIFT_CPP_CACHE to a writable directory or run with --no-cache")
         self._db = None
         with self._errors():
-            self._db = sqlite3.connect(self.path, timeout=60)  # concurrent runs wait for each other's writes
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, logprob REAL, n_tokens INTEGER)")
-            self._db.execute("SELECT key, logprob, n_tokens FROM scores LIMIT 1").fetchall()
+            self._db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S)  # concurrent runs wait for each other's writes
+            self._setup()
+
+    def _setup(self) -> None:
+        """Switching a new file to WAL takes its lock without SQLite's busy wait, so two runs
+        opening the same fresh cache can see "database is locked" at once: retry until the timeout."""
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, logprob REAL, n_tokens INTEGER)")
+                self._db.execute("SELECT key, logprob, n_tokens FROM scores LIMIT 1").fetchall()
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
 
     @contextmanager
     def _errors(self):
