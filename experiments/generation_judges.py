@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from drift_cpp.attributes import builtin_attributes
+from drift_cpp.cli import DEMO_ATTRIBUTES
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
@@ -212,6 +213,11 @@ TOP = 7                    # attributes that steer decoding (paper: 7)
 
 # Six attributes chosen a priori from the persona definitions (not from any result), for smoke.
 SMOKE_ATTRIBUTES = ("concise", "exclamatory", "easy", "energy", "formal", "analytic")
+PAIR_ATTRIBUTES = DEMO_ATTRIBUTES  # the demo's 14 style attributes, for the pair size
+# In-context learning baseline: the user's labelled pairs as examples in the LLM's system prompt.
+ICL_N_CTX = 8192
+ICL_INTRO = ("You are an AI assistant. This user compared pairs of answers and said which one they prefer. "
+             "Answer the way this user prefers.")
 
 # SmolLM2-135M rambles at temperature 1: in a probe of 12 training prompts with a 320-token cap,
 # 4 answers ended (56, 134, 154, 206 tokens) and 8 were cut. A longer cap is too slow for the
@@ -235,6 +241,11 @@ SIZES = {
     # What fits beside the DSP run in one session, one thread each: ~40 min (scoring ~20 min,
     # Drift 4 personas x 3 runs x 12 prompts x <= 48 tokens at ~6 tok/s on one thread).
     "reduced": dict(train=24, held_out=12, attributes=None, max_tokens=48, score_tokens=48, betas=(0.5, 2.0)),
+    # The Qwen pair (1.5B LLM, 0.5B sLM) beside other work on one thread: the 1.5B plain decodes at
+    # ~5 tok/s and Drift at ~2.5 tok/s there, the 0.5B scores ~3-4x slower than the 135M, so 14 style
+    # attributes and one beta (+ the negated profile and in-context learning) keep it near 1.5 h.
+    "pair": dict(train=20, held_out=10, attributes=PAIR_ATTRIBUTES, max_tokens=64, score_tokens=64,
+                 betas=(MAIN_BETA,)),
 }
 
 
@@ -319,6 +330,15 @@ def label_pairs(persona: str, prompts, answers_a, answers_b) -> tuple[list[Prefe
     return pairs, {"n_pairs": len(pairs), "n_ties": ties, "n_empty": empty, "n_prompts": len(prompts)}
 
 
+def icl_system(pairs: list[PreferencePair]) -> str:
+    """The in-context-learning baseline's system prompt: every training pair, preferred answer first."""
+    parts = [ICL_INTRO]
+    for i, pair in enumerate(pairs, start=1):
+        parts.append(f"Example {i}. Question: {pair.prompt[-1].content}\n"
+                     f"Preferred answer: {pair.chosen}\nRejected answer: {pair.rejected}")
+    return "\n\n".join(parts)
+
+
 def _finite(x: float) -> Optional[float]:
     return x if math.isfinite(x) else None
 
@@ -354,6 +374,14 @@ def _score(x: Optional[float]) -> str:
     return "–" if x is None else f"{x:+.2f}"
 
 
+def _models_line(results: dict) -> str:
+    slm, llm = results["model"], results.get("llm", results["model"])
+    if llm["sha256"] == slm["sha256"]:
+        return f"- model: {slm['name']} (sha256 {slm['sha256'][:16]}...), LLM and sLM alike"
+    return (f"- LLM: {llm['name']} (sha256 {llm['sha256'][:16]}...), steered by the sLM {slm['name']} "
+            f"(sha256 {slm['sha256'][:16]}...), which also scores the pairs")
+
+
 def markdown(results: dict) -> str:
     c = results["config"]
     betas = c["betas"]
@@ -362,7 +390,7 @@ def markdown(results: dict) -> str:
         "",
         f"- command: `{results['command']}`",
         f"- git rev (`git -C <repo> rev-parse HEAD`): `{results['git_rev']}`",
-        f"- model: {results['model']['name']} (sha256 {results['model']['sha256'][:16]}...), LLM and sLM alike",
+        _models_line(results),
         f"- size: {c['size']}: {c['n_train']} training prompts (two answers each, seeds {list(TRAIN_SEEDS)}), "
         f"{c['n_held_out']} held-out prompts, {len(c['attributes'])} attributes, top {c['top']} steer decoding, "
         f"max_tokens {c['max_tokens']} (profiles score each answer's first {c['score_tokens']} tokens), "
@@ -378,17 +406,22 @@ def markdown(results: dict) -> str:
         "labels pairs of plain answers to the training prompts (ties skipped) and a Drift profile is fitted "
         "on them; on the held-out prompts, Drift and plain decoding share the sampler and the seed, and the "
         "judge compares the two answers (win 1, tie 0.5, loss 0). Win rate ± its standard error over the "
-        "held-out prompts; 0.5 means no effect. No setting was tuned on the held-out prompts.",
+        "held-out prompts; 0.5 means no effect. No setting was tuned on the held-out prompts. The in-context "
+        "baseline is the plain LLM with every training pair of the persona in its system prompt, preferred "
+        "answer first, sampled with the same seeds.",
         "",
         "| persona | judge | pairs (untied / prompts) | "
-        + " | ".join(f"β={b:g}" for b in betas) + f" | negated (β={MAIN_BETA:g}) |",
-        "|---|---|---|" + "---|" * (len(betas) + 1),
+        + " | ".join(f"β={b:g}" for b in betas) + f" | negated (β={MAIN_BETA:g}) | in-context vs plain "
+        f"| Drift β={MAIN_BETA:g} vs in-context | in-context prompt tokens |",
+        "|---|---|---|" + "---|" * (len(betas) + 4),
     ]
     for name, r in results["personas"].items():
         sweep = r.get("beta_sweep") or {}
         cells = [_fmt(sweep.get(f"{b:g}")) for b in betas]
+        icl_tokens = r["icl"]["prompt_tokens"] if "icl" in r else "–"
         out.append(f"| {name} | {JUDGE_DESCRIPTIONS[name]} | {r['labels']['n_pairs']} / {r['labels']['n_prompts']} | "
-                   + " | ".join(cells) + f" | {_fmt(r.get('negated'))} |")
+                   + " | ".join(cells) + f" | {_fmt(r.get('negated'))} | {_fmt(r.get('icl'))} "
+                   f"| {_fmt(r.get('drift_vs_icl'))} | {icl_tokens} |")
     stopped = results["stopped_before_max_tokens"]
     if stopped["train"] + stopped["plain"] < (2 * c["n_train"] + c["n_held_out"]) / 2:
         out += ["", f"Caveat: most plain answers were cut at max_tokens ({c['max_tokens']}), so the judges see "
@@ -409,6 +442,7 @@ def markdown(results: dict) -> str:
         out += ["", "| configuration | win rate | wins / ties / losses | mean judge score, Drift | plain | "
                 "Drift answers ended before max_tokens |", "|---|---|---|---|---|---|"]
         rows = [(f"Drift β={b}", s) for b, s in r["beta_sweep"].items()] + [(f"negated β={MAIN_BETA:g}", r["negated"])]
+        rows += [("in-context", r["icl"])] if "icl" in r else []
         for label, s in rows:
             out.append(f"| {label} | {_fmt(s)} | {s['wins']} / {s['ties']} / {s['losses']} | "
                        f"{_score(s['mean_score_drift'])} | {_score(s['mean_score_plain'])} | {s['stopped']} / {s['n']} |")
@@ -466,8 +500,11 @@ def main(argv=None) -> int:
     ap.add_argument("--img", type=Path, default=None, help="folder for the plot (default: the output folder)")
     ap.add_argument("--cache", type=Path, default=None, help="score cache file (default: the drift-cpp cache)")
     ap.add_argument("--model", default=None, help="model name or GGUF path (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--llm", default=None, help="the steered LLM (default: --model)")
+    ap.add_argument("--slm", default=None, help="the sLM that scores and steers (default: --model)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: one per core)")
     args = ap.parse_args(argv)
+    llm_name, slm_name = args.llm or args.model, args.slm or args.model
 
     cfg = SIZES[args.size]
     out = args.out or REPO / "experiments" / "results" / f"generation_judges_{args.size}"
@@ -476,14 +513,16 @@ def main(argv=None) -> int:
 
     from drift_cpp.decoding import Drift
     from drift_cpp.models import ModelOptions, load_model
+    from drift_cpp.params import EngineOptions
     from drift_cpp.profile import FitOptions, Profile
     from drift_cpp.score_cache import ScoreCache
     from drift_cpp.scorer import Scorer
 
     t0 = time.monotonic()
     options = ModelOptions(threads=args.threads)
-    model = load_model(args.model, options)
-    fp = model.identity["sha256"]
+    llm, model = load_model(llm_name, options), load_model(slm_name, options)
+    # Generations are keyed by the models that make them; one model alone keeps its earlier key.
+    fp = model.identity["sha256"] if llm.same_as(model.identity) else f"{llm.identity['sha256']}/{model.identity['sha256']}"
     attributes = builtin_attributes()
     if cfg["attributes"] is not None:
         attributes = attributes.select(include=cfg["attributes"])
@@ -497,7 +536,7 @@ def main(argv=None) -> int:
         f"max_tokens {mt}, betas {list(cfg['betas'])}; generations log {glog.path}")
 
     # 1. two plain answers per training prompt (shared by every persona)
-    plain = Drift(args.model, args.model, options=options)
+    plain = Drift(llm_name, llm_name, options=options)
     runs = [run_prompts(f"train answers, seed set {s}", plain, train, [1000 * s + i for i in train_idx], mt, glog, fp)
             for s in TRAIN_SEEDS]
     answers = [a for a, _ in runs]
@@ -510,7 +549,7 @@ def main(argv=None) -> int:
     log(f"score cache {cache.path}")
     fit_options = FitOptions(top=TOP, normalize="sum", method="qp")
     personas: dict[str, dict] = {}
-    profiles = {}
+    profiles, persona_pairs = {}, {}
     for persona in PERSONAS:
         pairs, labels = label_pairs(persona, train, *answers)
         personas[persona] = {"judge": JUDGE_DESCRIPTIONS[persona], "labels": labels}
@@ -520,6 +559,7 @@ def main(argv=None) -> int:
             continue
         profile = Profile.fit(pairs, scorer, attributes, fit_options)
         profiles[persona] = profile
+        persona_pairs[persona] = pairs
         personas[persona]["profile"] = {
             "p": dict(zip(attributes.ids, profile.p.tolist())),
             "decoding": [{"id": a.id, "p": w} for a, w in profile.decoding_weights()],
@@ -533,7 +573,7 @@ def main(argv=None) -> int:
     generations = {"plain": plain_answers}
     for persona, profile in profiles.items():
         r = personas[persona]
-        drift = Drift(args.model, args.model, profile=profile, beta=MAIN_BETA, top_attributes=TOP, options=options)
+        drift = Drift(llm_name, slm_name, profile=profile, beta=MAIN_BETA, top_attributes=TOP, options=options)
         r["beta_sweep"] = {}
         for beta in cfg["betas"]:
             drift.beta = beta
@@ -543,13 +583,24 @@ def main(argv=None) -> int:
         if f"{MAIN_BETA:g}" not in r["beta_sweep"]:  # never with the built-in sizes
             raise DriftError("the beta sweep must include the main beta")
         del drift
-        neg = Drift(args.model, args.model, profile=[(profile, -1.0)], beta=MAIN_BETA, top_attributes=TOP,
+        neg = Drift(llm_name, slm_name, profile=[(profile, -1.0)], beta=MAIN_BETA, top_attributes=TOP,
                     options=options)  # the negated profile: a blend with weight -1
         neg_answers, n_stop = run_prompts(f"{persona} negated beta={MAIN_BETA:g}", neg, held_out, eval_seeds, mt,
                                         glog, fp)
         del neg
         generations[f"{persona}/negated"] = neg_answers
         r["negated"] = win_stats(persona, neg_answers, plain_answers) | {"stopped": n_stop}
+        # In-context learning: the plain LLM shown the persona's training pairs; its prompt is
+        # prefilled once and reused by every held-out prompt (the engine keeps the common prefix).
+        system = icl_system(persona_pairs[persona])
+        icl = Drift(llm_name, llm_name, system=system, options=options, engine=EngineOptions(n_ctx=ICL_N_CTX))
+        icl_answers, n_stop = run_prompts(f"{persona} in-context", icl, held_out, eval_seeds, mt, glog,
+                                          f"{fp}/icl/{hashlib.sha256(system.encode()).hexdigest()}")
+        del icl
+        generations[f"{persona}/icl"] = icl_answers
+        r["icl"] = win_stats(persona, icl_answers, plain_answers) | {
+            "stopped": n_stop, "prompt_tokens": len(llm.tokenize_prompt(llm.render([{"role": "system", "content": system}])))}
+        r["drift_vs_icl"] = win_stats(persona, generations[f"{persona}/beta={MAIN_BETA:g}"], icl_answers)
         r["win_rate"] = r["beta_sweep"][f"{MAIN_BETA:g}"]["win_rate"]
         r["negated_win_rate"] = r["negated"]["win_rate"]
         r["example"] = {"prompt": held_out[0], "plain": plain_answers[0].text,
@@ -562,6 +613,7 @@ def main(argv=None) -> int:
         "command": command,
         "git_rev": rev,
         "model": model.identity,
+        "llm": llm.identity,
         "config": {"size": args.size, "n_train": len(train), "n_held_out": len(held_out),
                    "attributes": list(attributes.ids), "top": TOP, "max_tokens": mt,
                    "score_tokens": cfg["score_tokens"],
