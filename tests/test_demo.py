@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+WIDTH = 38  # of each column in the demo's side-by-side output
+
 
 def test_demo_fits_the_short_answer_persona_and_answers_side_by_side(tmp_path):
     env = dict(os.environ, DRIFT_CPP_CACHE=str(tmp_path / "cache"))  # a cold start, as on a fresh machine
@@ -18,4 +20,13 @@ def test_demo_fits_the_short_answer_persona_and_answers_side_by_side(tmp_path):
     # The bundled pairs prefer the shorter answer, so 'concise' leads with a positive weight.
     assert top[0][0] == "concise" and float(top[0][1]) > 0
     assert out.count(">>> ") == 2
+    # Coherent personalized answers (docs/results/demo_settings): shorter than plain, and no loop such
+    # as the "Boil an egg:" header repeated to the token limit that weaker steering produces.
+    for answer in out.split(">>> ")[1:]:
+        rows = [line for line in answer.splitlines()[3:] if line.strip()]  # after the prompt, titles, rule
+        plain = " ".join(line[:WIDTH] for line in rows).split()
+        personal = " ".join(line[WIDTH + 3:] for line in rows).split()
+        trigrams = list(zip(personal, personal[1:], personal[2:]))
+        assert 0 < len(personal) < len(plain), answer
+        assert len(set(trigrams)) >= 0.8 * len(trigrams), answer
     assert "Traceback" not in run.stderr
