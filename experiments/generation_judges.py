@@ -503,7 +503,12 @@ def main(argv=None) -> int:
     ap.add_argument("--llm", default=None, help="the steered LLM (default: --model)")
     ap.add_argument("--slm", default=None, help="the sLM that scores and steers (default: --model)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: one per core)")
+    ap.add_argument("--personas", default=",".join(PERSONAS),
+                    help="comma-separated personas to decode for (default: all); the others are labelled only")
     args = ap.parse_args(argv)
+    decoded = args.personas.split(",")
+    if unknown := sorted(set(decoded) - set(PERSONAS)):
+        raise DriftError(f"--personas: unknown {', '.join(unknown)} (choose from {', '.join(PERSONAS)})")
     llm_name, slm_name = args.llm or args.model, args.slm or args.model
 
     cfg = SIZES[args.size]
@@ -556,6 +561,9 @@ def main(argv=None) -> int:
         log(f"{persona}: {labels['n_pairs']} labelled pairs ({labels['n_ties']} ties, {labels['n_empty']} empty)")
         if not pairs:
             personas[persona]["skipped"] = "no untied training pair, so no profile"
+            continue
+        if persona not in decoded:
+            personas[persona]["skipped"] = "not decoded in this run (--personas)"
             continue
         profile = Profile.fit(pairs, scorer, attributes, fit_options)
         profiles[persona] = profile
