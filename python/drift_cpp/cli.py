@@ -567,6 +567,43 @@ def chat(ctx, **options):
 
 
 @main.command()
+@click.option("--profiles", "profiles_dir", required=True, type=click.Path(),
+              help="Directory of the users' profiles: DIR/<user>.json, with their pairs in DIR/<user>.pairs.jsonl.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (localhost: this machine only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", default=None, envvar="DRIFT_CPP_API_KEY",
+              help="Require 'Authorization: Bearer KEY' (or set DRIFT_CPP_API_KEY).")
+@click.option("--llm", default=None, help="Large model (default: the embedded model).")
+@click.option("--slm", default=None, help="Small model of the profiles (default: the embedded model).")
+@click.option("--beta", type=float, default=params.DEFAULT_BETA, show_default=True,
+              help="Personalization strength 1/beta, unless a request gives its own 'beta'.",
+              callback=_checked("params", "check_beta"))
+@click.option("--top-attributes", type=int, default=None, help="Attributes used (default: each profile's).")
+@click.option("--system", default=None, help="The LLM's system prompt (default: the base prompt).")
+@click.option("--sessions", type=click.IntRange(1, 1024), default=None,
+              help="Most sessions (KV caches) held at once [default: 4].")
+@click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes for new profiles.")
+@click.option("--include", help="New profiles score only these attribute ids (comma-separated).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the score cache.")
+@_options_from(params.EngineOptions)
+@click.pass_context
+@_errors
+def serve(ctx, profiles_dir, host, port, api_key, sessions, attributes_file, include, no_cache, **options):
+    """An OpenAI-compatible server (/v1/chat/completions, /v1/models) that personalizes by the request's 'user'."""
+    try:
+        from . import server
+    except ImportError as e:
+        raise DriftError(f"serve needs the server extra: pip install 'drift-cpp[server]' ({e})") from None
+    cfg = DriftConfig(**options)
+    params.check_top_attributes(cfg.top_attributes)
+    attrs = _attribute_set(attributes_file, include, None)
+    app = server.Server(Path(profiles_dir), lambda formula: _make_drift(ctx, cfg, formula),
+                        lambda: _scorer(ctx, cfg.slm, _cache(no_cache)), attrs, cfg.system, cfg.beta, cfg.top_attributes,
+                        sessions or server.DEFAULT_SESSIONS, api_key)
+    server.serve(app, host, port)
+
+
+@main.command()
 @click.option("--no-cache", is_flag=True)
 @click.option("--llm", default=None, help="Large model (default: the embedded model).")
 @click.option("--slm", default=None, help="Small model that scores and steers (default: the embedded model).")
