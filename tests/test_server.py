@@ -34,6 +34,7 @@ def server(smollm, tmp_path_factory):
     profiles = root / "profiles"
     profiles.mkdir()
     Profile.with_weights(smollm, {"concise": 0.8, "humor": -0.6}).save(profiles / "alice.json")
+    Profile.with_weights(smollm, {"concise": -0.6, "humor": 0.8}).save(profiles / "alice2.json")
     port = _free_port()
     env = dict(os.environ, DRIFT_CPP_CACHE=str(root / "cache"))
     log = open(root / "server.log", "w")
@@ -151,8 +152,8 @@ def test_a_client_leaving_mid_stream_stops_its_generation_and_frees_its_session(
         pass
     stream.close()
     http = httpx.Client(base_url=server["base"])
-    for _ in range(600):  # the state changes once the worker stops; bounded, not a timing assert
-        slots = http.get("/slots").json()
+    for _ in range(600):  # the state changes once the engine stops; bounded, not a timing assert
+        slots = [s for lane in http.get("/slots").json() for s in lane["slots"]]
         if not any(s["busy"] for s in slots) and any(s["last"].get("finish_reason") == "interrupted" for s in slots):
             break
         time.sleep(0.1)
@@ -162,8 +163,9 @@ def test_a_client_leaving_mid_stream_stops_its_generation_and_frees_its_session(
 
 
 def test_three_concurrent_clients_each_get_exactly_their_solo_answer(server):
-    requests = [dict(user="alice"), dict(), dict(user="alice", temperature=0.9, seed=7,
-                                                  messages=[{"role": "user", "content": "Name three fruits."}])]
+    # Greedy: a sampled answer can change with the KV caches' history (a prompt reused from the cache
+    # re-evaluates one token, which rounds differently from the whole prompt), batched or not.
+    requests = [dict(user="alice"), dict(), dict(user="alice2", messages=[{"role": "user", "content": "Name three fruits."}])]
     solo = [_ask(server, **r).choices[0].message.content for r in requests]
     results = [None] * len(requests)
 

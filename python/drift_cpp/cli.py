@@ -695,26 +695,29 @@ def chat(ctx, learn, learn_include, **options):
               callback=_checked("params", "check_beta"))
 @click.option("--top-attributes", type=int, default=None, help="Attributes used (default: each profile's).")
 @click.option("--system", default=None, help="The LLM's system prompt (default: the base prompt).")
-@click.option("--sessions", type=click.IntRange(1, 1024), default=None,
-              help="Most sessions (KV caches) held at once [default: 4].")
+@click.option("--slots", type=click.IntRange(1, 1024), default=4, show_default=True,
+              help="Requests decoded together per layout; each slot holds --n-ctx KV cells per sequence.")
 @click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes for new profiles.")
 @click.option("--include", help="New profiles score only these attribute ids (comma-separated).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the score cache.")
 @_options_from(params.EngineOptions)
 @click.pass_context
 @_errors
-def serve(ctx, profiles_dir, host, port, api_key, sessions, attributes_file, include, no_cache, **options):
+def serve(ctx, profiles_dir, host, port, api_key, slots, attributes_file, include, no_cache, **options):
     """An OpenAI-compatible server (/v1/chat/completions, /v1/models) that personalizes by the request's 'user'."""
     try:
         from . import server
     except ImportError as e:
         raise DriftError(f"serve needs the server extra: pip install 'drift-cpp[server]' ({e})") from None
+    from .batching import Batcher
     cfg = DriftConfig(**options)
     params.check_top_attributes(cfg.top_attributes)
+    engine = params.EngineOptions(cfg.n_ctx, cfg.n_batch)
+    engine.check()
     attrs = _attribute_set(attributes_file, include, None)
-    app = server.Server(Path(profiles_dir), lambda formula: _make_drift(ctx, cfg, formula),
-                        lambda: _scorer(ctx, cfg.slm, _cache(no_cache)), attrs, cfg.system, cfg.beta, cfg.top_attributes,
-                        sessions or server.DEFAULT_SESSIONS, api_key)
+    batcher = Batcher(_model(ctx, cfg.llm), _model(ctx, cfg.slm), engine, _options(ctx).n_threads, slots)
+    app = server.Server(Path(profiles_dir), batcher, lambda: _scorer(ctx, cfg.slm, _cache(no_cache)), attrs,
+                        cfg.system, cfg.beta, cfg.top_attributes, api_key)
     server.serve(app, host, port)
 
 

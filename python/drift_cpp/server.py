@@ -4,11 +4,10 @@ The profile is chosen by OpenAI's own per-end-user field `user`: DIR/<user>.json
 one (or one learned from fewer than MIN_PROFILE_PAIRS pairs) gets plain decoding. POST
 /v1/preferences teaches a profile: the pairs go to DIR/<user>.pairs.jsonl and only they are scored.
 
-Concurrency: a Drift session holds the KV caches of one conversation, so the server keeps a pool
-of sessions, each for one formula, and lends each to one request at a time. Requests on different
-sessions run at once, in threads (the engine releases the GIL), so no request touches another's KV
-caches; a profile updated meanwhile is a new formula, so it gets another session while the old one
-finishes its answer.
+Concurrency: requests are batched (batching.Batcher): each runs in a slot of its own, with its own
+KV caches, and one llama_decode per model per step advances all the slots of a batch. A request
+takes its formula, so a snapshot of its user's profile, when it arrives: a profile updated
+meanwhile steers the requests that come after.
 """
 
 from __future__ import annotations
@@ -18,17 +17,14 @@ import hmac
 import json
 import logging
 import re
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Optional, Union
+from typing import Callable, Literal, Optional, Union
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -36,18 +32,18 @@ from starlette.exceptions import HTTPException
 
 from . import learning
 from .attributes import AttributeSet
-from .decoding import Drift, Generation
+from .batching import Batcher, Job
+from .decoding import check_history
 from .errors import DriftError
 from .formula import Formula
 from .params import Sampling, check_beta
 from .preferences import pair_from
-from .profile import FitOptions, Profile
+from .profile import Profile
 from .scorer import Scorer
 
 log = logging.getLogger("drift_cpp.server")
 # OpenAI's user field is free text; here it names a file, so it is held to a plain name.
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-DEFAULT_SESSIONS = 4  # each session holds n_ctx KV cells per sequence: the pool bounds the memory
 
 Number = Union[StrictFloat, StrictInt]
 
@@ -104,77 +100,19 @@ class ApiError(Exception):
                                        "code": self.code}}, status_code=self.status)
 
 
-@dataclass
-class _Session:
-    key: str
-    drift: Drift
-    busy: bool = False
-    used: float = 0.0
-    last: dict = field(default_factory=dict)  # its last generation, for /slots
-
-
-class SessionPool:
-    """Drift sessions by formula, each lent to one request at a time; at most `size` of them.
-
-    A request takes a free session of its formula, or makes one (in place of the least recently
-    used idle one when the pool is full), or waits for one to be free.
-    """
-
-    def __init__(self, make: Callable[[Formula], Drift], size: int = DEFAULT_SESSIONS):
-        if size < 1:
-            raise DriftError(f"--sessions must be at least 1, got {size}")
-        self._make, self.size = make, size
-        self._sessions: list[_Session] = []
-        self._cond = threading.Condition()
-
-    @staticmethod
-    def key(formula: Formula) -> str:
-        steered = any(t.per_beta for t in formula.terms)  # beta changes nothing in plain decoding
-        return repr((formula.terms, formula.beta if steered else None))
-
-    @contextmanager
-    def lend(self, formula: Formula) -> Iterator[_Session]:
-        key = self.key(formula)
-        with self._cond:
-            while True:
-                session = next((s for s in self._sessions if s.key == key and not s.busy), None)
-                if session is not None:
-                    break
-                idle = [s for s in self._sessions if not s.busy]
-                if len(self._sessions) < self.size or idle:
-                    if len(self._sessions) >= self.size:
-                        self._sessions.remove(min(idle, key=lambda s: s.used))
-                    session = _Session(key, self._make(formula))
-                    self._sessions.append(session)
-                    break
-                self._cond.wait()
-            session.busy = True
-        try:
-            yield session
-        finally:
-            with self._cond:
-                session.busy, session.used = False, time.monotonic()
-                self._cond.notify_all()
-
-    def state(self) -> list[dict]:
-        with self._cond:
-            return [{"id": i, "plain": len(s.drift.formula.terms) == 1, "busy": s.busy, "last": s.last}
-                    for i, s in enumerate(self._sessions)]
-
-
 class Server:
-    """What the endpoints share: the session pool, the profiles directory and the scorer that learns."""
+    """What the endpoints share: the batcher, the profiles directory and the scorer that learns."""
 
-    def __init__(self, profiles: Path, make_drift: Callable[[Formula], Drift], make_scorer: Callable[[], Scorer],
+    def __init__(self, profiles: Path, batcher: Batcher, make_scorer: Callable[[], Scorer],
                  attributes: AttributeSet, system: Optional[str], beta: float, top_attributes: Optional[int],
-                 sessions: int = DEFAULT_SESSIONS, api_key: Optional[str] = None):
+                 api_key: Optional[str] = None):
         if not profiles.is_dir():
             raise DriftError(f"--profiles {profiles}: not a directory")
         self.profiles, self.attributes, self.system = profiles, attributes, system
         self.beta, self.top_attributes, self.api_key = check_beta(beta), top_attributes, api_key
-        self.pool = SessionPool(make_drift, sessions)
-        with self.pool.lend(Formula.plain(system)) as session:  # loads the models now: errors before serving
-            self.model_id = Path(session.drift.llm.identity["name"]).stem
+        self.batcher = batcher
+        self.batcher.lane(Formula.plain(system))  # plain decoding's engine, made now: errors before serving
+        self.model_id = Path(batcher.llm.identity["name"]).stem
         # One thread scores and writes the profiles: the scorer and its SQLite cache stay on it.
         self._learner = ThreadPoolExecutor(1, thread_name_prefix="drift-cpp-learn")
         self._scorer = self._learner.submit(make_scorer).result()
@@ -213,26 +151,20 @@ class Server:
             return Formula.plain(self.system, beta)
         return Formula.drift(self.system, [(profile, 1.0)], beta, self.top_attributes)
 
-    def generate(self, formula: Formula, messages: list[dict], sampling: Sampling,
-                 on_piece: Optional[Callable[[str], None]] = None,
-                 cancel: Optional[threading.Event] = None) -> tuple[Generation, int]:
-        """The answer and the prompt's token count; `cancel` stops it within one token."""
-        def piece(text: str) -> bool:
-            if on_piece is not None:
-                on_piece(text)
-            return cancel is None or not cancel.is_set()
-
-        with self.pool.lend(formula) as session:
-            drift = session.drift
-            prompt_tokens = len(drift.llm.tokenize_prompt(
-                drift.llm.render([{"role": "system", "content": formula.system}] + messages)))
-            session.last = {"finish_reason": None, "completion_tokens": 0}
-            if cancel is not None and cancel.is_set():  # the client left while this request waited
-                result = Generation("", "interrupted", [], 0.0)
-            else:
-                result = drift.generate(messages, sampling, on_piece=piece)
-            session.last = {"finish_reason": result.finish_reason, "completion_tokens": len(result.tokens)}
-            return result, prompt_tokens
+    async def generate(self, formula: Formula, messages: list[dict], sampling: Sampling,
+                       on_piece: Optional[Callable[[str], None]] = None) -> Job:
+        """The job, once done; leaving (a cancelled await) stops it within one token."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        job = Job(formula, messages, sampling, on_piece, lambda: _call(loop, _resolve, done))
+        self.batcher.submit(job)
+        try:
+            await done
+        finally:
+            job.cancel.set()
+        if job.error is not None:
+            raise job.error
+        return job
 
     async def learn(self, items: list[PreferenceItem]) -> list[dict]:
         return await asyncio.wrap_future(self._learner.submit(self._learn, items))
@@ -252,6 +184,19 @@ class Server:
                         "top_attributes": [{"id": a, "weight": w} for a, w in update.after],
                         "before": [{"id": a, "weight": w} for a, w in update.before]})
         return out
+
+
+def _call(loop: asyncio.AbstractEventLoop, f: Callable, *args) -> None:
+    """f(*args) on the event loop, from the lane's thread; nothing if the loop has closed."""
+    try:
+        loop.call_soon_threadsafe(f, *args)
+    except RuntimeError:
+        pass
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():  # a request whose client left is cancelled already
+        future.set_result(None)
 
 
 def _now() -> int:
@@ -301,7 +246,7 @@ def create_app(server: Server) -> FastAPI:
 
     @app.get("/slots")
     async def slots():
-        return server.pool.state()
+        return server.batcher.state()
 
     @app.get("/v1/profiles/{user}")
     async def profile(user: str):
@@ -328,14 +273,17 @@ def create_app(server: Server) -> FastAPI:
             raise ApiError(400, str(e)) from None
         formula = server.formula(request)
         messages = [m.model_dump() for m in request.messages]
+        check_history(messages)
+        server.batcher.lane(formula)  # its models checked, its engine made: errors before the stream starts
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": _now(), "model": server.model_id}
         if not request.stream:
-            result, prompt_tokens = await run_in_threadpool(server.generate, formula, messages, sampling)
-            n = len(result.tokens)
+            job = await server.generate(formula, messages, sampling)
+            n, result = len(job.result.tokens), job.result
             return {**head, "object": "chat.completion",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
                                  "finish_reason": result.finish_reason}],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}}
+                    "usage": {"prompt_tokens": job.prompt_tokens, "completion_tokens": n,
+                              "total_tokens": job.prompt_tokens + n}}
         return StreamingResponse(_stream(server, head, formula, messages, sampling), media_type="text/event-stream")
 
     return app
@@ -348,43 +296,28 @@ def _chunk(head: dict, delta: dict, finish_reason: Optional[str] = None) -> str:
 
 
 async def _stream(server: Server, head: dict, formula: Formula, messages: list[dict], sampling: Sampling):
-    """Server-sent events as OpenAI streams them. However the stream ends (the client leaving
-    closes this generator), `cancel` is set, and the engine stops before its next token."""
+    """Server-sent events as OpenAI streams them. However the stream ends (a client that leaves
+    closes this generator), the job is cancelled, and the engine stops it before its next token."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    cancel = threading.Event()
-
-    def put(item) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the loop has closed: nobody is listening
-            cancel.set()
-
-    def work() -> None:
-        try:
-            result, _ = server.generate(formula, messages, sampling, lambda text: put(("piece", text)), cancel)
-            put(("done", result))
-        except Exception as e:  # noqa: BLE001  (sent to the client as an error event)
-            put(("error", e))
-
-    loop.run_in_executor(None, work)
+    pieces: asyncio.Queue = asyncio.Queue()
+    generation = asyncio.ensure_future(server.generate(formula, messages, sampling,
+                                                       lambda text: _call(loop, pieces.put_nowait, text)))
+    generation.add_done_callback(lambda _: pieces.put_nowait(None))
     try:
         yield _chunk(head, {"role": "assistant", "content": ""})
-        while True:
-            kind, value = await queue.get()
-            if kind == "piece":
-                yield _chunk(head, {"content": value})
-            elif kind == "done":
-                yield _chunk(head, {}, value.finish_reason)
-                break
-            else:
-                message = " ".join(str(value).split()) if isinstance(value, DriftError) else \
-                    f"internal error ({type(value).__name__}); please report it"
-                yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
-                break
+        while (piece := await pieces.get()) is not None:
+            yield _chunk(head, {"content": piece})
+        try:
+            job = generation.result()
+        except Exception as e:  # noqa: BLE001  (the stream has begun: an error event, as OpenAI sends)
+            message = " ".join(str(e).split()) if isinstance(e, DriftError) else \
+                f"internal error ({type(e).__name__}); please report it"
+            yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
+        else:
+            yield _chunk(head, {}, job.result.finish_reason)
         yield "data: [DONE]\n\n"
     finally:
-        cancel.set()  # the worker ends within one token and gives its session back
+        generation.cancel()  # which cancels the job
 
 
 def serve(server: Server, host: str, port: int) -> None:
