@@ -115,8 +115,9 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         profiles = Path(tmp)
-        for user, weights in USERS.items():
-            Profile.with_weights(model, weights).save(profiles / f"{user}.json")
+        for user, weights in USERS.items():  # a profile's p has unit norm
+            norm = sum(w * w for w in weights.values()) ** 0.5
+            Profile.with_weights(model, {a: w / norm for a, w in weights.items()}).save(profiles / f"{user}.json")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -8,8 +8,10 @@ lane), each with its slots and its scheduler thread. Prompts and coefficients co
 request, so any formula of that layout, any user's, runs in any of the lane's slots.
 
 Batches are static: a request that arrives while its lane runs a batch waits for the batch to
-end. A batch starts once no request has joined it for `quiet` seconds (at most `window` after
-its first), so requests sent together are decoded together, and a lone one waits only `quiet`.
+end. A batch starts once no request has joined it for `quiet` seconds and none is announced
+(`Batcher.announce`: the server announces a request as soon as it reads its headers), at most
+`window` after its first request; so requests sent together are decoded together, and a lone one
+waits only `quiet`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from .models import Model
 from .params import EngineOptions, Sampling
 from .runtime import _core
 
-QUIET_S = 0.002   # a burst of requests arrives within this of each other
-WINDOW_S = 0.02   # the longest a first request waits for others
+QUIET_S = 0.005   # a burst of requests arrives within this of each other
+WINDOW_S = 0.05   # the longest a first request waits for others
+POLL_S = 0.001    # how often a lane waiting for announced requests looks again
 DEFAULT_SLOTS = 4  # per lane; each slot holds n_ctx KV cells per sequence
 
 
@@ -51,9 +54,9 @@ class Job:
 class _Lane:
     """One engine whose slots all have one layout, and the thread that runs its batches."""
 
-    def __init__(self, name: str, layout: list[int], models: list[Model], n_slots: int, options: EngineOptions,
-                 n_threads: int, quiet: float, window: float):
-        self.name, self.models, self.quiet, self.window = name, models, quiet, window
+    def __init__(self, name: str, layout: list[int], announced: Callable[[], int], models: list[Model], n_slots: int,
+                 options: EngineOptions, n_threads: int, quiet: float, window: float):
+        self.name, self.announced, self.models, self.quiet, self.window = name, announced, models, quiet, window
         self.engine = _core.Engine([m.core for m in models], [layout] * n_slots, n_ctx=options.n_ctx,
                                    n_batch=options.n_batch, n_threads=n_threads)
         self.keys: list[Optional[str]] = [None] * n_slots  # the formula each slot last ran: its KV caches
@@ -75,10 +78,11 @@ class _Lane:
                 self.cond.wait()
             deadline = self.queue[0].arrived + self.window
             while len(self.queue) < n:
-                wait = min(self.queue[-1].arrived + self.quiet, deadline) - time.monotonic()
-                if wait <= 0:
+                now = time.monotonic()
+                until = deadline if self.announced() else min(self.queue[-1].arrived + self.quiet, deadline)
+                if until <= now:
                     break
-                self.cond.wait(wait)
+                self.cond.wait(min(until - now, POLL_S))
             return [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
 
     def _serve(self) -> None:
@@ -88,12 +92,21 @@ class _Lane:
                 _finish(job, result=Generation("", "interrupted", [], 0.0))
             self._run([j for j in jobs if not j.cancel.is_set()])
 
+    def _assign(self, jobs: list[Job]) -> list[int]:
+        """A slot per job: the one that last ran its formula if free (its KV caches hold the system
+        prompts), else one whose formula no job of this batch wants."""
+        keys = [repr(j.formula) for j in jobs]
+        free, slots = list(range(len(self.keys))), [None] * len(jobs)
+        for i, key in enumerate(keys):
+            slots[i] = next((s for s in free if self.keys[s] == key), None)
+            if slots[i] is not None:
+                free.remove(slots[i])
+        free.sort(key=lambda s: self.keys[s] in keys)
+        return [s if s is not None else free.pop(0) for s in slots]
+
     def _run(self, jobs: list[Job]) -> None:
-        free, ready = list(range(len(self.keys))), {}
-        for job in jobs:
-            key = repr(job.formula)
-            slot = next((s for s in free if self.keys[s] == key), free[0])  # the most KV caches to share
-            free.remove(slot)
+        ready = {}
+        for job, slot, key in zip(jobs, self._assign(jobs), [repr(j.formula) for j in jobs]):
             self.keys[slot] = None  # until its sync succeeds
             try:  # one request's error (a prompt beyond n_ctx) is its own, not the batch's
                 bound = _Slot(job.formula, {LLM: self.models[0], SLM: self.models[-1]}, self.models)
@@ -152,6 +165,12 @@ class Batcher:
         self._args = (self.models, slots, options, n_threads, quiet, window)
         self._lanes: dict[tuple, _Lane] = {}
         self._lock = threading.Lock()
+        self._announced = 0
+
+    def announce(self, n: int) -> None:
+        """n requests on their way (-n: submitted, or gone): lanes wait for them, up to their window."""
+        with self._lock:
+            self._announced += n
 
     def lane(self, formula: Formula) -> _Lane:
         """The lane of the formula's layout, made on first use."""
@@ -160,7 +179,7 @@ class Batcher:
         with self._lock:
             if tuple(layout) not in self._lanes:
                 name = f"lane{len(self._lanes)}-{len(layout)}seq"
-                self._lanes[tuple(layout)] = _Lane(name, layout, *self._args)
+                self._lanes[tuple(layout)] = _Lane(name, layout, lambda: self._announced, *self._args)
             return self._lanes[tuple(layout)]
 
     def submit(self, job: Job) -> Job:

@@ -194,6 +194,13 @@ def _call(loop: asyncio.AbstractEventLoop, f: Callable, *args) -> None:
         pass
 
 
+def _arrived(server: Server, request: Request) -> None:
+    """The request is about to be submitted, or has failed: no longer announced (once)."""
+    if getattr(request.state, "announced", False):
+        request.state.announced = False
+        server.batcher.announce(-1)
+
+
 def _resolve(future: asyncio.Future) -> None:
     if not future.done():  # a request whose client left is cancelled already
         future.set_result(None)
@@ -212,7 +219,15 @@ def create_app(server: Server) -> FastAPI:
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), server.api_key.encode()):
                 return ApiError(401, "invalid API key", code="invalid_api_key").response()
-        return await call_next(request)
+        if request.url.path != "/v1/chat/completions":
+            return await call_next(request)
+        # Announced from its headers on, so that requests sent together are batched together.
+        request.state.announced = True
+        server.batcher.announce(1)
+        try:
+            return await call_next(request)
+        finally:
+            _arrived(server, request)
 
     @app.exception_handler(ApiError)
     async def api_error(_request, e: ApiError):
@@ -263,7 +278,7 @@ def create_app(server: Server) -> FastAPI:
         return {"object": "list", "data": await server.learn(items)}
 
     @app.post("/v1/chat/completions")
-    async def completions(request: ChatRequest):
+    async def completions(request: ChatRequest, http: Request):
         if request.model != server.model_id:
             raise ApiError(404, f"The model '{request.model}' does not exist (this server has '{server.model_id}')",
                            "model", "model_not_found")
@@ -275,6 +290,7 @@ def create_app(server: Server) -> FastAPI:
         messages = [m.model_dump() for m in request.messages]
         check_history(messages)
         server.batcher.lane(formula)  # its models checked, its engine made: errors before the stream starts
+        _arrived(server, http)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": _now(), "model": server.model_id}
         if not request.stream:
             job = await server.generate(formula, messages, sampling)
