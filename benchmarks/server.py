@@ -50,8 +50,9 @@ TOPICS = ["the ocean", "volcanoes", "the moon", "bread", "rivers", "trains", "be
           "salt", "owls", "bridges", "tea", "comets", "forests"]
 
 
-def _prompt(rep: int, i: int) -> list[dict]:
-    return [{"role": "user", "content": f"Write a long, detailed essay about {TOPICS[(rep * 4 + i) % len(TOPICS)]}."}]
+def _prompt(rep: int, i: int, kind: str = "essay") -> list[dict]:
+    """A prompt no earlier request of the run has asked: its KV caches hold at most the system prompts."""
+    return [{"role": "user", "content": f"Take {rep}. Write a long, detailed {kind} about {TOPICS[i % len(TOPICS)]}."}]
 
 
 def _timed(pieces) -> dict:
@@ -80,7 +81,9 @@ def _aggregate(client, model, users, rep, tokens, together: bool) -> dict:
     counts = [0] * len(users)
 
     def ask(i):
-        r = client.chat.completions.create(model=model, messages=_prompt(rep + 100, i), user=users[i],
+        # The two ways get the two halves of the topics, swapped every repetition.
+        topic = i + (8 if together == (rep % 2 == 0) else 0)
+        r = client.chat.completions.create(model=model, messages=_prompt(rep, topic, "story"), user=users[i],
                                            temperature=0, max_tokens=tokens)
         counts[i] = r.usage.completion_tokens
 

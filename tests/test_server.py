@@ -20,6 +20,8 @@ from drift_cpp.profile import Profile
 
 PROMPT = [{"role": "user", "content": "Tell me about the ocean."}]
 GREEDY = {"temperature": 0, "max_tokens": 16}
+KEY = "sesame"
+AUTH = {"authorization": f"Bearer {KEY}"}
 
 
 def _free_port() -> int:
@@ -39,7 +41,8 @@ def server(smollm, tmp_path_factory):
     env = dict(os.environ, DRIFT_CPP_CACHE=str(root / "cache"))
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "drift_cpp.cli", "--threads", "1", "serve", "--profiles",
-                             str(profiles), "--port", str(port), "--include", "concise,humor", "--n-ctx", "512"],
+                             str(profiles), "--port", str(port), "--include", "concise,humor", "--n-ctx", "512",
+                             "--api-key", KEY],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -47,11 +50,11 @@ def server(smollm, tmp_path_factory):
             if proc.poll() is not None:
                 pytest.fail(f"the server exited: {(root / 'server.log').read_text()[-2000:]}")
             try:
-                if httpx.get(f"{base}/v1/models").status_code == 200:
+                if httpx.get(f"{base}/v1/models", headers=AUTH).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=300)
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=300)
         model = client.models.list().data[0].id
         yield {"client": client, "model": model, "base": base, "profiles": profiles, "proc": proc}
     finally:
@@ -73,8 +76,13 @@ def _streamed(server, messages=PROMPT, **kw):
     return "".join(c.choices[0].delta.content or "" for c in chunks), chunks[-1].choices[0].finish_reason
 
 
-def test_models_lists_the_served_model(server):
+def test_models_lists_the_served_model_to_holders_of_the_key(server):
     assert server["model"] == "SmolLM2-135M-Instruct.Q4_1"
+    for key in ("wrong", KEY[:-1], KEY + "x"):
+        with pytest.raises(openai.AuthenticationError) as e:
+            openai.OpenAI(base_url=f"{server['base']}/v1", api_key=key, max_retries=0).models.list()
+        assert e.value.body["code"] == "invalid_api_key"
+    assert httpx.get(f"{server['base']}/v1/models").status_code == 401
 
 
 def test_plain_and_streamed_completions_are_the_same_text(server):
@@ -96,12 +104,11 @@ def test_a_users_profile_changes_the_answer_and_a_user_without_one_gets_plain(se
 
 
 def test_preferences_create_a_profile_then_add_only_new_pairs(server):
-    http = httpx.Client(base_url=server["base"], timeout=300)
+    http = httpx.Client(base_url=server["base"], timeout=300, headers=AUTH)
     pair = {"user": "dave", "prompt": "How do I boil an egg?", "chosen": "Boil it for 8 minutes.",
             "rejected": "Well, there are many ways to think about eggs, and first of all you will need a pot."}
-    r = http.post("/v1/preferences", json=pair)
-    assert r.status_code == 200, r.text
-    (entry,) = r.json()["data"]
+    # As the README shows it, through the openai client.
+    (entry,) = server["client"].post("/preferences", cast_to=object, body=pair)["data"]
     assert entry["user"] == "dave" and entry["added"] == 1 and entry["n_pairs"] == 1
     assert not entry["steering"]  # one pair is below MIN_PROFILE_PAIRS: still plain decoding
     assert {a["id"] for a in entry["top_attributes"]} == {"concise", "humor"}
@@ -125,7 +132,7 @@ def test_bad_requests_are_openai_shaped_errors(server):
     with pytest.raises(openai.NotFoundError) as e:
         server["client"].chat.completions.create(model="gpt-4o", messages=PROMPT)
     assert e.value.body["code"] == "model_not_found"
-    http = httpx.Client(base_url=server["base"])
+    http = httpx.Client(base_url=server["base"], headers=AUTH)
     for body in (b"{not json", b"[]", json.dumps({"model": server["model"]}).encode()):
         r = http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}, r.text
@@ -138,7 +145,8 @@ def test_a_user_name_that_could_leave_the_profiles_directory_is_refused(server, 
     with pytest.raises(openai.BadRequestError) as e:
         _ask(server, user=user)
     assert e.value.body["param"] == "user"
-    r = httpx.post(f"{server['base']}/v1/preferences", json={"user": user, "prompt": "hi", "chosen": "a", "rejected": "b"})
+    r = httpx.post(f"{server['base']}/v1/preferences", headers=AUTH,
+                   json={"user": user, "prompt": "hi", "chosen": "a", "rejected": "b"})
     assert r.status_code == 400
     assert {p.name for p in server["profiles"].parent.iterdir()} <= {"cache", "profiles", "server.log"}
 
@@ -151,7 +159,7 @@ def test_a_client_leaving_mid_stream_stops_its_generation_and_frees_its_session(
     for _, _chunk in zip(range(4), stream):
         pass
     stream.close()
-    http = httpx.Client(base_url=server["base"])
+    http = httpx.Client(base_url=server["base"], headers=AUTH)
     for _ in range(600):  # the state changes once the engine stops; bounded, not a timing assert
         slots = [s for lane in http.get("/slots").json() for s in lane["slots"]]
         if not any(s["busy"] for s in slots) and any(s["last"].get("finish_reason") == "interrupted" for s in slots):
