@@ -13,6 +13,8 @@ report gives the median and the min-max over repetitions, with the machine's loa
 - 4 users (4 profiles of one layout, or 4 plain requests): aggregate tokens/s when the 4 are sent
   at once (the server batches them: one llama_decode per step) against the same 4 sent one after
   another, both through the server.
+- What batching can gain: the bare decode step (Engine.raw_steps) with 1, 4, 8 and 16 sequences in
+  one llama_decode. A plain request decodes 1 sequence per step, one of these profiles 4.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from drift_cpp.formula import Formula
 from drift_cpp.models import ModelOptions, load_model
 from drift_cpp.params import EngineOptions, Sampling
 from drift_cpp.profile import Profile
+from drift_cpp.runtime import _core
 
 N_CTX = 1024
+RAW_SEQUENCES = (1, 4, 8, 16)
 USERS = {  # four profiles of one layout (3 attributes): one engine lane serves them together
     "u0": {"concise": 0.7, "humor": -0.5, "formal": 0.5},
     "u1": {"concise": -0.6, "humor": 0.6, "formal": 0.5},
@@ -101,6 +105,15 @@ def _aggregate(client, model, users, rep, tokens, together: bool) -> dict:
     return {"tokens": sum(counts), "seconds": seconds, "tok_s": sum(counts) / seconds}
 
 
+def _raw_step_ms(model, n: int, steps: int = 16) -> float:
+    """One decode step of n sequences (after the same prompt), in ms: no fusion, no sampling."""
+    engine = _core.Engine([model.core], [[0] * n], n_ctx=256, n_batch=512, n_threads=model.options.n_threads)
+    engine.sync(0, [model.tokenize_prompt(model.render(_prompt(0, 0)))] * n)
+    start = time.perf_counter()
+    engine.raw_steps(steps)
+    return 1000 * (time.perf_counter() - start) / steps
+
+
 def _summary(values) -> str:
     return f"{statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
 
@@ -153,6 +166,7 @@ def main() -> None:
                 **{f"4 users {kind}: {how}": (lambda rep, kind=kind, how=how: _aggregate(
                     client, served, list(USERS) if kind == "profile" else [None] * 4, rep, args.tokens,
                     how == "at once")) for kind in ("plain", "profile") for how in ("at once", "one at a time")},
+                **{f"raw step {n}": (lambda rep, n=n: {"ms": _raw_step_ms(model, n)}) for n in RAW_SEQUENCES},
             }
             names = list(configs)
             runs = {name: [] for name in names}
@@ -207,6 +221,11 @@ def _markdown(r: dict) -> str:
         lines.append(f"| {kind} | {_summary([x['tok_s'] for x in together])} | "
                      f"{_summary([x['tok_s'] for x in alone])} | "
                      f"{_summary([x['tok_s'] / y['tok_s'] for x, y in zip(together, alone)])}x |")
+    lines += ["", "## What batching can gain: one decode step with n sequences", "",
+              "| sequences per llama_decode | ms per step | ms per sequence |", "|---|---|---|"]
+    for n in RAW_SEQUENCES:
+        ms = [x["ms"] for x in runs[f"raw step {n}"]]
+        lines.append(f"| {n} | {_summary(ms)} | {_summary([v / n for v in ms])} |")
     lines += ["", "Batches run per engine lane (batch size: count), warm-up included: "
               + "; ".join(f"{lane}: {batches}" for lane, batches in r["batches_by_lane"].items()), ""]
     return "\n".join(lines)
