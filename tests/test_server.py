@@ -120,6 +120,9 @@ def test_preferences_create_a_profile_then_add_only_new_pairs(server):
     report = http.get("/v1/profiles/dave").json()
     assert report["n_pairs"] == 2 and {a["id"] for a in report["attributes"]} == {"concise", "humor"}
     assert http.get("/v1/profiles/nobody").status_code == 404
+    r = http.post("/v1/preferences", json={**pair, "user": "alice"})  # her weights were given, not learned
+    assert r.status_code == 400 and "weights were given" in r.json()["error"]["message"]
+    assert not (server["profiles"] / "alice.pairs.jsonl").exists()
 
 
 def test_bad_requests_are_openai_shaped_errors(server):

@@ -77,6 +77,10 @@ def add(path: str | os.PathLike, pairs: Sequence[PreferencePair], scorer: Scorer
     path, store = Path(path), pairs_path(path)
     for out in (path, store):
         check_output(out)
+    profile = load(path)
+    if profile is not None and profile.n_pairs == 0:
+        raise DriftError(f"{path}: its weights were given, not learned from pairs; a fit would replace them "
+                         "(learn into a new profile)")
     old = load_pairs(store) if store.exists() else []
     seen = {p.id for p in old}
     fresh = []
@@ -86,7 +90,6 @@ def add(path: str | os.PathLike, pairs: Sequence[PreferencePair], scorer: Scorer
             seen.add(p.id)
     if fresh:
         write_pairs(store, old + fresh)
-    profile = load(path)
     before = top(profile)
     if profile is None:
         if not old + fresh:
