@@ -682,7 +682,7 @@ def chat(ctx, learn, learn_include, **options):
 
 
 @main.command()
-@click.option("--profiles", "profiles_dir", required=True, type=click.Path(),
+@click.option("--profiles", "profiles_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Directory of the users' profiles: DIR/<user>.json, with their pairs in DIR/<user>.pairs.jsonl.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (localhost: this machine only).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
@@ -711,11 +711,10 @@ def serve(ctx, profiles_dir, host, port, api_key, slots, attributes_file, includ
         raise DriftError(f"serve needs the server extra: pip install 'drift-cpp[server]' ({e})") from None
     from .batching import Batcher
     cfg = DriftConfig(**options)
-    params.check_top_attributes(cfg.top_attributes)
-    engine = params.EngineOptions(cfg.n_ctx, cfg.n_batch)
-    engine.check()
+    _formula(cfg)  # checks --system, --top-attributes and the engine options before any model loads
     attrs = _attribute_set(attributes_file, include, None)
-    batcher = Batcher(_model(ctx, cfg.llm), _model(ctx, cfg.slm), engine, _options(ctx).n_threads, slots)
+    batcher = Batcher(_model(ctx, cfg.llm), _model(ctx, cfg.slm), params.EngineOptions(cfg.n_ctx, cfg.n_batch),
+                      _options(ctx).n_threads, slots)
     app = server.Server(Path(profiles_dir), batcher, lambda: _scorer(ctx, cfg.slm, _cache(no_cache)), attrs,
                         cfg.system, cfg.beta, cfg.top_attributes, api_key)
     server.serve(app, host, port)
