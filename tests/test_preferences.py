@@ -165,7 +165,7 @@ def test_json_errors(tmp_path):
 
 
 def test_bad_suffix_and_missing_file(tmp_path):
-    assert error(tmp_path, "prefs.txt", "x") == "prefs.txt: unsupported file type '.txt' (use .jsonl, .csv or .json)"
+    assert error(tmp_path, "prefs.txt", "x") == "prefs.txt: unsupported file type '.txt' (use .jsonl, .csv, .json or .parquet)"
     with pytest.raises(DriftError, match="nope.jsonl: file not found$"):
         load_pairs(tmp_path / "nope.jsonl")
 

@@ -228,11 +228,8 @@ def profile_show(path, as_json, plot):
         check_output(plot, inputs=[path])
     prof = Profile.load(path)
     if as_json:
-        uip = prof.unit_implicit_preference()
-        click.echo(json.dumps({"n_pairs": prof.n_pairs, "selected": prof.selected,
-                               "decode_exclude": prof.decode_exclude,
-                               "attributes": [{"id": a["id"], "unit_implicit_preference": float(u), "p": p}
-                                              for a, u, p in zip(prof.attributes.to_dict()["attributes"], uip, prof.p.tolist())]}, indent=2))
+        from .learning import report
+        click.echo(json.dumps(report(prof), indent=2))
     else:
         o = prof.options
         fit = o.method if o.method == "qp" else f"{o.method} l2={o.l2:g}"
@@ -504,24 +501,125 @@ def generate(ctx, prompt, compare, as_json, stats, **options):
                    f"finish: {result.finish_reason}]", err=True)
 
 
-CHAT_HELP = "/profile PATH, /beta X, /attributes, /compare, /reset, /quit"
+CHAT_HELP = "/profile PATH, /beta X, /attributes, /compare, /ab [MESSAGE], /undo, /reset, /quit"
+
+
+def _learning_target(cfg: DriftConfig) -> Optional[Path]:
+    """The profile chat learns into: the one --profile, given without a weight; None otherwise."""
+    if cfg.formula_path or len(cfg.profiles) != 1 or cfg.blend()[0] != (cfg.profiles[0], 1.0):
+        return None
+    return Path(cfg.profiles[0])
+
+
+def _chat_formula(cfg: DriftConfig, target: Optional[Path]):
+    """A profile being learned decodes plain until it has MIN_PROFILE_PAIRS pairs (or does not exist yet)."""
+    from . import learning
+    if target is not None and not learning.steers(learning.load(target)):
+        return _formula(dataclasses.replace(cfg, profiles=()))
+    return _formula(cfg)
+
+
+class _Learner:
+    """chat's preference capture: two candidates, the user's pick, the profile updated with it."""
+
+    def __init__(self, ctx, cfg: DriftConfig, target: Optional[Path], include: Optional[str]):
+        self.ctx, self.cfg, self.target = ctx, cfg, target
+        self.attributes = _attribute_set(None, include, None)  # checked now, used for a new profile
+        self._scorer = None
+        if target is not None and not target.exists():
+            click.echo(f"(new profile {target}: your picks create it; plain decoding until "
+                       f"{params.MIN_PROFILE_PAIRS} pairs)", err=True)
+
+    def need(self) -> Path:
+        if self.target is None:
+            raise DriftError("/ab, /undo and --learn need one --profile PATH (no weight, no --formula) to learn into")
+        return self.target
+
+    def ab(self, drift, line: str, sampling, read_pick):
+        """Two answers to `line`, side by side; the pick becomes a pair and the conversation goes on with it."""
+        from .preferences import pair_from
+        self.need()
+        history = drift.history + [{"role": "user", "content": line}]
+        if drift.active_weights:  # a profile steers: it against plain decoding
+            answers = [g.text for g in drift.generate_all(history, sampling)]
+            titles = ("1: personalized", "2: plain")
+        else:  # two samples
+            answers = [drift.generate(history, dataclasses.replace(sampling, seed=(sampling.seed + i) % 2**32)).text
+                       for i in (0, 1)]
+            titles = ("1", "2")
+        click.echo(_side_by_side(*answers, titles=titles))
+        pick = read_pick()
+        drift.history = history + [{"role": "assistant", "content": answers[1 if pick == 2 else 0]}]
+        if pick is None:
+            return drift
+        if answers[0].strip() == answers[1].strip():
+            click.echo("(the two answers are the same: nothing to learn)")
+            return drift
+        chosen, rejected = answers[pick - 1], answers[2 - pick]
+        return self._learn(drift, pair_from({"prompt": history, "chosen": chosen, "rejected": rejected}, "pick"))
+
+    def _learn(self, drift, pair):
+        from . import learning
+        if self._scorer is None:
+            self._scorer = _scorer(self.ctx, self.cfg.slm, _cache(False))
+        update = learning.add(self.target, [pair], self._scorer, self.attributes)
+        return self._report(drift, update, "learned")
+
+    def undo(self, drift):
+        from . import learning
+        return self._report(drift, learning.undo(self.need()), "undone")
+
+    def _report(self, drift, update, what):
+        from . import learning
+        n = update.profile.n_pairs if update.profile else 0
+        state = "" if learning.steers(update.profile) and n else f"; plain decoding until {params.MIN_PROFILE_PAIRS} pairs"
+        click.echo(f"({what}: {n} pairs in {self.target}{state}; {update.describe()})")
+        formula = _chat_formula(self.cfg, self.target)
+        if formula == drift.formula:
+            return drift
+        new = _make_drift(self.ctx, self.cfg, formula, compare=True)
+        new.history = drift.history
+        return new
 
 
 @main.command()
 @_drift_options
 @_sampling_options
+@click.option("--learn", type=click.IntRange(0), default=0,
+              help="Every N-th turn shows two answers and learns from your pick into --profile (0: only /ab).")
+@click.option("--learn-include", default=None, help="A new profile scores only these attribute ids (comma-separated).")
 @click.pass_context
 @_errors
-def chat(ctx, **options):
-    """Interactive chat that streams tokens. Commands: /profile PATH, /beta X, /attributes, /compare, /reset, /quit."""
+def chat(ctx, learn, learn_include, **options):
+    """Interactive chat that streams tokens. Commands: /profile PATH, /beta X, /attributes, /compare, /ab [MESSAGE],
+    /undo, /reset, /quit. With one --profile, /ab and --learn N learn from your picks (a missing profile is created)."""
     from .fileio import decode_utf8
     cfg, sampling = DriftConfig.take(options), _sampling(options)
-    drift = _make_drift(ctx, cfg, _formula(cfg), compare=True)
+    target = _learning_target(cfg)
+    learner = _Learner(ctx, cfg, target, learn_include)
+    if learn:
+        learner.need()
+    drift = _make_drift(ctx, cfg, _chat_formula(cfg, target), compare=True)
     interactive = sys.stdin.isatty()
     if interactive:
         click.echo(f"drift-cpp chat ({CHAT_HELP})")
     stdin = sys.stdin.buffer  # bytes, so one undecodable line is an error for that line only
-    n = 0
+    n = turns = 0
+    ab_next = False
+
+    def read_pick():
+        nonlocal n
+        while True:
+            click.echo("pick 1, 2 or s(kip): ", nl=False)
+            raw = stdin.readline()
+            n += 1
+            answer = decode_utf8(raw, "stdin", first_line=n).strip().lower()
+            if answer in ("1", "2"):
+                return int(answer)
+            if answer in ("s", "skip", "") or not interactive:
+                click.echo("(skipped)")
+                return None
+
     while True:
         if interactive:
             click.echo("> ", nl=False)
@@ -546,7 +644,9 @@ def chat(ctx, **options):
                     click.echo(f"(beta = {drift.beta})")
                 elif command == "/profile":
                     new = dataclasses.replace(cfg, profiles=(arg.strip(),) if arg.strip() else ())
-                    drift, cfg = _make_drift(ctx, new, _formula(new), compare=True), new  # only once it loaded
+                    target = _learning_target(new)
+                    drift = _make_drift(ctx, new, _chat_formula(new, target), compare=True)  # only once it loaded
+                    cfg, learner = new, _Learner(ctx, new, target, learn_include)
                     click.echo(f"(profile: {arg.strip() or 'none'})")
                 elif command == "/attributes":
                     for name, w in drift.active_weights or [("(none: plain decoding)", 0.0)]:
@@ -554,8 +654,23 @@ def chat(ctx, **options):
                 elif command == "/compare":
                     plain = drift.compare_last(sampling)
                     click.echo(_side_by_side(plain.text, drift.history[-1]["content"]))
+                elif command == "/ab":
+                    learner.need()
+                    if arg.strip():
+                        turns += 1
+                        drift = learner.ab(drift, arg.strip(), sampling, read_pick)
+                    else:
+                        ab_next = True
+                        click.echo("(the next message gets two answers)")
+                elif command == "/undo":
+                    drift = learner.undo(drift)
                 else:
                     raise DriftError(f"unknown command {command}: {CHAT_HELP}")
+                continue
+            turns += 1
+            if ab_next or (learn and turns % learn == 0):
+                ab_next = False
+                drift = learner.ab(drift, line, sampling, read_pick)
                 continue
             try:
                 drift.chat(line, sampling, on_piece=lambda s: click.echo(s, nl=False))
@@ -564,6 +679,45 @@ def chat(ctx, **options):
                 click.echo(" [interrupted]")
         except (DriftError, ValueError) as e:
             click.echo(f"error: {e}", err=True)
+
+
+@main.command()
+@click.option("--profiles", "profiles_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Directory of the users' profiles: DIR/<user>.json, with their pairs in DIR/<user>.pairs.jsonl.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (localhost: this machine only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", default=None, envvar="DRIFT_CPP_API_KEY",
+              help="Require 'Authorization: Bearer KEY' (or set DRIFT_CPP_API_KEY).")
+@click.option("--llm", default=None, help="Large model (default: the embedded model).")
+@click.option("--slm", default=None, help="Small model of the profiles (default: the embedded model).")
+@click.option("--beta", type=float, default=params.DEFAULT_BETA, show_default=True,
+              help="Personalization strength 1/beta, unless a request gives its own 'beta'.",
+              callback=_checked("params", "check_beta"))
+@click.option("--top-attributes", type=int, default=None, help="Attributes used (default: each profile's).")
+@click.option("--system", default=None, help="The LLM's system prompt (default: the base prompt).")
+@click.option("--slots", type=click.IntRange(1, 1024), default=4, show_default=True,
+              help="Requests decoded together per layout; each slot holds --n-ctx KV cells per sequence.")
+@click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes for new profiles.")
+@click.option("--include", help="New profiles score only these attribute ids (comma-separated).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the score cache.")
+@_options_from(params.EngineOptions)
+@click.pass_context
+@_errors
+def serve(ctx, profiles_dir, host, port, api_key, slots, attributes_file, include, no_cache, **options):
+    """An OpenAI-compatible server (/v1/chat/completions, /v1/models) that personalizes by the request's 'user'."""
+    try:
+        from . import server
+    except ImportError as e:
+        raise DriftError(f"serve needs the server extra: pip install 'drift-cpp[server]' ({e})") from None
+    from .batching import Batcher
+    cfg = DriftConfig(**options)
+    _formula(cfg)  # checks --system, --top-attributes and the engine options before any model loads
+    attrs = _attribute_set(attributes_file, include, None)
+    batcher = Batcher(_model(ctx, cfg.llm), _model(ctx, cfg.slm), params.EngineOptions(cfg.n_ctx, cfg.n_batch),
+                      _options(ctx).n_threads, slots)
+    app = server.Server(Path(profiles_dir), batcher, lambda: _scorer(ctx, cfg.slm, _cache(no_cache)), attrs,
+                        cfg.system, cfg.beta, cfg.top_attributes, api_key)
+    server.serve(app, host, port)
 
 
 @main.command()

@@ -106,10 +106,7 @@ class Drift:
         if formula is None:
             formula = Formula.drift(system, _as_blend(profile), beta, top_attributes, exclude)
         roles = {LLM: self.llm, SLM: self.slm}
-        for role, identity in formula.models:
-            if not roles[role].same_as(identity):
-                raise DriftError(f"the profile or formula was made for {role} {identity.get('name')} and cannot be "
-                                 f"used with {roles[role].identity['name']}: its weights hold only for that model")
+        check_models(formula, roles)
         formulas = [formula] + ([Formula.plain(formula.system)] if compare else [])
         self.models = [self.llm] + ([self.slm] if self.slm is not self.llm else [])
         self._slots = [_Slot(f, roles, self.models) for f in formulas]
@@ -148,15 +145,8 @@ class Drift:
 
     def _generate(self, history: list[dict], sampling: Sampling, on_piece, stats: bool,
                   cancel: Optional[threading.Event] = None, slots: Sequence[int] = (0,)) -> list[Generation]:
-        sampling.check()
-        for i, m in enumerate(history):
-            if not isinstance(m["content"], str):
-                raise DriftError(f"message {i + 1}: content must be a string, got {type(m['content']).__name__}")
-            check_utf8(m["content"], f"message {i + 1}")
-        native = _core.SamplingParams()  # the same fields as Sampling, plus entropy_stats
-        for f in dataclasses.fields(sampling):
-            setattr(native, f.name, list(sampling.stop) if f.name == "stop" else getattr(sampling, f.name))
-        native.entropy_stats = stats
+        native = native_sampling(sampling, stats)
+        check_history(history)
 
         def piece(slot: int, text: str) -> bool:  # called by the engine after every token: False stops it
             if text and on_piece is not None and on_piece(slot, text) is False:
@@ -247,6 +237,31 @@ class Drift:
 
     def save_formula(self, path) -> None:
         self.formula.save(path, self.identities)
+
+
+def check_models(formula: Formula, roles: dict[str, Model]) -> None:
+    """A profile's rewards, so a formula's weights, hold only for the models it was made for."""
+    for role, identity in formula.models:
+        if not roles[role].same_as(identity):
+            raise DriftError(f"the profile or formula was made for {role} {identity.get('name')} and cannot be "
+                             f"used with {roles[role].identity['name']}: its weights hold only for that model")
+
+
+def check_history(history: list[dict]) -> None:
+    for i, m in enumerate(history):
+        if not isinstance(m["content"], str):
+            raise DriftError(f"message {i + 1}: content must be a string, got {type(m['content']).__name__}")
+        check_utf8(m["content"], f"message {i + 1}")
+
+
+def native_sampling(sampling: Sampling, stats: bool = False):
+    """The engine's sampling struct: the same fields as Sampling (checked here), plus entropy_stats."""
+    sampling.check()
+    native = _core.SamplingParams()
+    for f in dataclasses.fields(sampling):
+        setattr(native, f.name, list(sampling.stop) if f.name == "stop" else getattr(sampling, f.name))
+    native.entropy_stats = stats
+    return native
 
 
 def _history(messages: Union[str, Sequence[MessageLike]]) -> list[dict]:

@@ -1,12 +1,19 @@
 """The user's preference pairs: a prompt, the response they chose and the one they rejected.
 
-Files are JSONL (one object per line), CSV (columns prompt, chosen, rejected, id?) or
-JSON (a list of objects). Every problem is a DriftError naming the file and line.
+Files are JSONL (one object per line), CSV (columns prompt, chosen, rejected, id?), JSON (a list
+of objects) or Parquet (as Hugging Face datasets ship them; read with pyarrow). Every problem is a
+DriftError naming the file and line (a Parquet file's row, counted from 1).
+
+A record's prompt is a string or a message list. Its chosen and rejected are strings, or, in TRL's
+conversational preference format, message lists: each one assistant message after an explicit
+prompt, or whole conversations that share everything but their last, assistant, message (TRL's
+implicit prompt).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -15,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import DriftError
-from .fileio import atomic_write_text, check_utf8, parse_json, read_text
+from .fileio import MAX_DOCUMENT_BYTES, atomic_write_text, check_utf8, parse_json, read_text
 
 ROLES = ("system", "user", "assistant")
 _TEXT_FIELDS = ("prompt", "chosen", "rejected")
@@ -41,14 +48,17 @@ def load_pairs(path: str | os.PathLike) -> list[PreferencePair]:
     where = str(path)
     path = Path(path)
     readers = {".jsonl": _jsonl_records, ".csv": _csv_records, ".json": _json_records}
-    reader = readers.get(path.suffix.lower())
-    if reader is None:
-        raise DriftError(f"{where}: unsupported file type '{path.suffix}' (use .jsonl, .csv or .json)")
-    text = read_text(path, where)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        records = _parquet_records(path, where)
+    elif suffix in readers:
+        records = readers[suffix](read_text(path, where), where)
+    else:
+        raise DriftError(f"{where}: unsupported file type '{path.suffix}' (use .jsonl, .csv, .json or .parquet)")
 
     pairs: list[PreferencePair] = []
     first_line: dict[str, int] = {}
-    for line, record in reader(text, where):
+    for line, record in records:
         pair = _make_pair(record, f"{where}:{line}", line, default_id=f"{path.name}:{line}")
         if pair.id in first_line:
             raise DriftError(
@@ -59,6 +69,15 @@ def load_pairs(path: str | os.PathLike) -> list[PreferencePair]:
     if not pairs:
         raise DriftError(f"{where}: no preference pairs")
     return pairs
+
+
+def pair_from(record: dict, at: str) -> PreferencePair:
+    """One pair from a record (as in a file, at `at`); without an id, its id is a hash of its content,
+    so the same feedback given twice is one pair."""
+    if "id" not in record:
+        content = json.dumps([record.get(f) for f in _TEXT_FIELDS], ensure_ascii=False, sort_keys=True)
+        record = {**record, "id": "sha256:" + hashlib.sha256(content.encode("utf-8", "replace")).hexdigest()[:16]}
+    return _make_pair(record, at, 0, default_id="")
 
 
 def write_pairs(path: str | os.PathLike, pairs: Iterable[PreferencePair]) -> None:
@@ -120,6 +139,27 @@ def _array_item_lines(text: str) -> Iterator[int]:
         _, i = decoder.raw_decode(text, i)
 
 
+def _parquet_records(path: Path, where: str) -> Iterator[tuple[int, dict]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DriftError(f"{where}: reading Parquet needs pyarrow: pip install 'drift-cpp[parquet]'") from None
+    try:
+        if path.stat().st_size > MAX_DOCUMENT_BYTES:
+            raise DriftError(f"{where}: more than the {MAX_DOCUMENT_BYTES} bytes drift-cpp reads")
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise DriftError(f"{where}: file not found") from None
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise DriftError(f"{where}: not a readable Parquet file: {_one_line(e)}") from None
+    for row, record in enumerate(table.to_pylist(), start=1):
+        yield row, record
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
 def _csv_records(text: str, where: str) -> Iterator[tuple[int, dict]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -147,6 +187,8 @@ def _csv_records(text: str, where: str) -> Iterator[tuple[int, dict]]:
 
 
 def _make_pair(record: dict, at: str, line: int, default_id: str) -> PreferencePair:
+    if isinstance(record.get("chosen"), list) or isinstance(record.get("rejected"), list):
+        record = _from_conversational(record, at)
     for field in _TEXT_FIELDS:
         if field not in record:
             raise DriftError(f"{at}: missing field '{field}'")
@@ -171,6 +213,39 @@ def _make_pair(record: dict, at: str, line: int, default_id: str) -> PreferenceP
     if not pair_id.strip():
         raise DriftError(f"{at}: field 'id' is empty")
     return PreferencePair(messages, record["chosen"], record["rejected"], pair_id, line)
+
+
+def _from_conversational(record: dict, at: str) -> dict:
+    """TRL's conversational format as a plain record: the prompt's messages, and the two answers' texts."""
+    answers = {}
+    for field in ("chosen", "rejected"):
+        value = record.get(field)
+        if value is None:
+            raise DriftError(f"{at}: missing field '{field}'")
+        if not isinstance(value, list):
+            raise DriftError(f"{at}: field '{field}' must be a message list like the other answer, "
+                             f"got {_json_type(value)}")
+        if not value:
+            raise DriftError(f"{at}: field '{field}' is an empty message list")
+        last = value[-1]
+        if not isinstance(last, dict) or last.get("role") != "assistant":
+            raise DriftError(f"{at}: field '{field}' must end with an assistant message")
+        answers[field] = value
+    out = {**record, "chosen": answers["chosen"][-1].get("content"), "rejected": answers["rejected"][-1].get("content")}
+    if "prompt" in record:  # explicit prompt: each answer is the one assistant message
+        for field, value in answers.items():
+            if len(value) != 1:
+                raise DriftError(f"{at}: field '{field}' must be one assistant message when 'prompt' is given, "
+                                 f"got {len(value)} messages")
+    else:  # implicit prompt: the conversation both answers continue
+        prefix = answers["chosen"][:-1]
+        if prefix != answers["rejected"][:-1]:
+            raise DriftError(f"{at}: fields 'chosen' and 'rejected' must share every message but their last "
+                             "(TRL's implicit prompt)")
+        if not prefix:
+            raise DriftError(f"{at}: missing field 'prompt' (and 'chosen' holds no prompt messages)")
+        out["prompt"] = prefix
+    return out
 
 
 def _check_text(value: Any, field: str, at: str) -> None:

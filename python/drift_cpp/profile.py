@@ -131,6 +131,18 @@ class Profile:
             self._add_rows([p.id for p in new], W, L)
         return len(new)
 
+    def remove(self, ids: Iterable[str]) -> int:
+        """Drops the rows of these pairs and fits again (nothing is scored); returns how many were dropped."""
+        self.check_updatable()
+        drop = set(ids)
+        keep = [i for i, pair_id in enumerate(self.pair_ids) if pair_id not in drop]
+        removed = self.n_pairs - len(keep)
+        if removed:
+            self.pair_ids = [self.pair_ids[i] for i in keep]
+            self.W, self.L = self.W[keep], self.L[keep]
+            self._refit()
+        return removed
+
     def add_attributes(self, new: Sequence[Attribute], pairs: Sequence[PreferencePair], scorer: Scorer) -> None:
         """Adds attribute columns, scoring only those columns (the base comes from the cache)."""
         self.check_updatable()

@@ -1,0 +1,202 @@
+"""Several requests served at once: one llama_decode per model per step advances all of them.
+
+llama-server serves its slots this way; here the native engine does it. A slot runs one request:
+its sequences are the request's formula's (model, system prompt) pairs, and Engine.generate runs
+the slots of a batch side by side, each with its own coefficients and sampling. The model of each
+sequence (a slot's layout) is fixed when an engine is made, so there is one engine per layout (a
+lane), each with its slots and its scheduler thread. Prompts and coefficients come with each
+request, so any formula of that layout, any user's, runs in any of the lane's slots.
+
+Batches are static: a request that arrives while its lane runs a batch waits for the batch to
+end. A batch starts once no request has joined it for `quiet` seconds and none is announced
+(`Batcher.announce`: the server announces a request as soon as it reads its headers), at most
+`window` after its first request; so requests sent together are decoded together, and a lone one
+waits only `quiet`.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .decoding import Generation, _Slot, check_history, check_models, native_sampling
+from .errors import DriftError
+from .formula import LLM, SLM, Formula
+from .models import Model
+from .params import EngineOptions, Sampling
+from .runtime import _core
+
+QUIET_S = 0.005   # a burst of requests arrives within this of each other
+WINDOW_S = 0.05   # the longest a first request waits for others
+POLL_S = 0.001    # how often a lane waiting for announced requests looks again
+DEFAULT_SLOTS = 4  # per lane; each slot holds n_ctx KV cells per sequence
+
+
+@dataclass
+class Job:
+    """One request: what to generate, where its pieces go, and what came of it."""
+    formula: Formula
+    history: list[dict]
+    sampling: Sampling
+    on_piece: Optional[Callable[[str], None]] = None  # called on the lane's thread: must not block
+    on_done: Optional[Callable[[], None]] = None       # likewise, once result or error is set
+    cancel: threading.Event = field(default_factory=threading.Event)
+    result: Optional[Generation] = None
+    prompt_tokens: int = 0
+    error: Optional[BaseException] = None
+    done: threading.Event = field(default_factory=threading.Event)
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class _Lane:
+    """One engine whose slots all have one layout, and the thread that runs its batches."""
+
+    def __init__(self, name: str, layout: list[int], announced: Callable[[], int], models: list[Model], n_slots: int,
+                 options: EngineOptions, n_threads: int, quiet: float, window: float):
+        self.name, self.announced, self.models, self.quiet, self.window = name, announced, models, quiet, window
+        self.engine = _core.Engine([m.core for m in models], [layout] * n_slots, n_ctx=options.n_ctx,
+                                   n_batch=options.n_batch, n_threads=n_threads)
+        self.keys: list[Optional[str]] = [None] * n_slots  # the formula each slot last ran: its KV caches
+        self.state = [{"busy": False, "last": {}} for _ in range(n_slots)]
+        self.batches: collections.Counter[int] = collections.Counter()  # batches run, by their size
+        self.queue: collections.deque[Job] = collections.deque()
+        self.cond = threading.Condition()
+        threading.Thread(target=self._serve, name=f"drift-cpp-{name}", daemon=True).start()
+
+    def submit(self, job: Job) -> None:
+        with self.cond:
+            self.queue.append(job)
+            self.cond.notify_all()
+
+    def _next_batch(self) -> list[Job]:
+        n = len(self.keys)
+        with self.cond:
+            while not self.queue:
+                self.cond.wait()
+            deadline = self.queue[0].arrived + self.window
+            while len(self.queue) < n:
+                now = time.monotonic()
+                until = deadline if self.announced() else min(self.queue[-1].arrived + self.quiet, deadline)
+                if until <= now:
+                    break
+                self.cond.wait(min(until - now, POLL_S))
+            return [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
+
+    def _serve(self) -> None:
+        while True:
+            jobs = self._next_batch()
+            for job in [j for j in jobs if j.cancel.is_set()]:  # its client left while it waited
+                _finish(job, result=Generation("", "interrupted", [], 0.0))
+            self._run([j for j in jobs if not j.cancel.is_set()])
+
+    def _assign(self, jobs: list[Job]) -> list[int]:
+        """A slot per job: the one that last ran its formula if free (its KV caches hold the system
+        prompts), else one whose formula no job of this batch wants."""
+        keys = [repr(j.formula) for j in jobs]
+        free, slots = list(range(len(self.keys))), [None] * len(jobs)
+        for i, key in enumerate(keys):
+            slots[i] = next((s for s in free if self.keys[s] == key), None)
+            if slots[i] is not None:
+                free.remove(slots[i])
+        free.sort(key=lambda s: self.keys[s] in keys)
+        return [s if s is not None else free.pop(0) for s in slots]
+
+    def _run(self, jobs: list[Job]) -> None:
+        ready = {}
+        for job, slot, key in zip(jobs, self._assign(jobs), [repr(j.formula) for j in jobs]):
+            self.keys[slot] = None  # until its sync succeeds
+            try:  # one request's error (a prompt beyond n_ctx) is its own, not the batch's
+                bound = _Slot(job.formula, {LLM: self.models[0], SLM: self.models[-1]}, self.models)
+                prompts = [s.prompt(job.history) for s in bound.sequences]
+                self.engine.sync(slot, prompts)
+            except Exception as e:  # noqa: BLE001  (raised again in the request's thread)
+                _finish(job, error=e)
+                continue
+            job.prompt_tokens, self.keys[slot] = len(prompts[0]), key
+            self.state[slot] = {"busy": True, "last": {}}
+            ready[slot] = (job, bound)
+        if not ready:
+            return
+
+        def piece(slot: int, text: str) -> bool:  # the engine's callback, after every token of a slot
+            job = ready[slot][0]
+            if text and job.on_piece is not None:
+                job.on_piece(text)
+            return not job.cancel.is_set()
+
+        slots = list(ready)
+        self.batches[len(slots)] += 1
+        try:
+            results = self.engine.generate(slots, [ready[s][1].coefficients() for s in slots],
+                                           [native_sampling(ready[s][0].sampling) for s in slots], piece)
+        except Exception as e:  # noqa: BLE001
+            for slot, (job, _) in ready.items():
+                self.keys[slot], self.state[slot] = None, {"busy": False, "last": {"error": type(e).__name__}}
+                _finish(job, error=e)
+            return
+        for slot, r in zip(slots, results):
+            job = ready[slot][0]
+            self.state[slot] = {"busy": False, "last": {"finish_reason": r["finish_reason"],
+                                                        "completion_tokens": len(r["tokens"])}}
+            _finish(job, result=Generation(r["text"], r["finish_reason"], r["tokens"], r["seconds"],
+                                           weights=list(job.formula.steering)))
+
+
+def _finish(job: Job, result: Optional[Generation] = None, error: Optional[BaseException] = None) -> None:
+    job.result, job.error = result, error
+    job.done.set()
+    if job.on_done is not None:
+        job.on_done()
+
+
+class Batcher:
+    """Requests of any formulas over one LLM and one sLM, batched per lane; thread-safe."""
+
+    def __init__(self, llm: Model, slm: Model, options: EngineOptions = EngineOptions(), n_threads: int = 1,
+                 slots: int = DEFAULT_SLOTS, quiet: float = QUIET_S, window: float = WINDOW_S):
+        options.check()
+        if slots < 1:
+            raise DriftError(f"slots must be at least 1, got {slots}")
+        self.llm, self.slm = llm, slm
+        self.models = [llm] + ([slm] if slm is not llm else [])
+        self._args = (self.models, slots, options, n_threads, quiet, window)
+        self._lanes: dict[tuple, _Lane] = {}
+        self._lock = threading.Lock()
+        self._announced = 0
+
+    def announce(self, n: int) -> None:
+        """n requests on their way (-n: submitted, or gone): lanes wait for them, up to their window."""
+        with self._lock:
+            self._announced += n
+
+    def lane(self, formula: Formula) -> _Lane:
+        """The lane of the formula's layout, made on first use."""
+        check_models(formula, {LLM: self.llm, SLM: self.slm})
+        layout = _Slot(formula, {LLM: self.llm, SLM: self.slm}, self.models).layout
+        with self._lock:
+            if tuple(layout) not in self._lanes:
+                name = f"lane{len(self._lanes)}-{len(layout)}seq"
+                self._lanes[tuple(layout)] = _Lane(name, layout, lambda: self._announced, *self._args)
+            return self._lanes[tuple(layout)]
+
+    def submit(self, job: Job) -> Job:
+        native_sampling(job.sampling)  # bad values fail here, not in the lane's batch
+        check_history(job.history)
+        self.lane(job.formula).submit(job)
+        return job
+
+    def generate(self, job: Job) -> Generation:
+        """Submits the job and waits for its answer (job.cancel stops it within one token)."""
+        self.submit(job).done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def state(self) -> list[dict]:
+        with self._lock:
+            lanes = list(self._lanes.values())
+        return [{"lane": lane.name, "batches": dict(lane.batches),
+                 "slots": [{"slot": i, **s} for i, s in enumerate(lane.state)]} for lane in lanes]

@@ -1,0 +1,124 @@
+"""Learning from use: preference pairs captured one pick at a time, and the profile kept up with them.
+
+A profile PATH.json keeps the pairs it learned from beside it, in PATH.pairs.jsonl, a pairs file
+like any other (`drift-cpp approximate` reads it). A new pair is appended to that file atomically,
+then only the new pair is scored and the profile fitted again; undo drops the last pair from both.
+chat's /ab and --learn and the server's /v1/preferences both go through here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .attributes import AttributeSet
+from .errors import DriftError
+from .fileio import check_output
+from .params import MIN_PROFILE_PAIRS
+from .preferences import PreferencePair, load_pairs, write_pairs
+from .profile import FitOptions, Profile
+from .scorer import Scorer
+
+
+def pairs_path(profile_path: str | os.PathLike) -> Path:
+    """me.json -> me.pairs.jsonl"""
+    path = Path(profile_path)
+    return path.with_name(path.stem + ".pairs.jsonl")
+
+
+def steers(profile: Optional[Profile]) -> bool:
+    """Whether a profile decodes personalized: one learned from at least MIN_PROFILE_PAIRS pairs, or
+    one of given weights (no pairs at all, Profile.with_weights); a younger one decodes plain."""
+    return profile is not None and (profile.n_pairs >= MIN_PROFILE_PAIRS or profile.n_pairs == 0)
+
+
+def top(profile: Optional[Profile]) -> list[tuple[str, float]]:
+    """The attributes that steer and their weights p."""
+    return [] if profile is None else [(a.id, w) for a, w in profile.decoding_weights()]
+
+
+def report(profile: Profile) -> dict:
+    """A profile as JSON for people and tools: each attribute's unit implicit preference and weight."""
+    uip = profile.unit_implicit_preference()
+    return {"n_pairs": profile.n_pairs, "selected": profile.selected, "decode_exclude": profile.decode_exclude,
+            "attributes": [{"id": a["id"], "unit_implicit_preference": float(u), "p": p}
+                           for a, u, p in zip(profile.attributes.to_dict()["attributes"], uip, profile.p.tolist())]}
+
+
+@dataclass
+class Update:
+    profile: Optional[Profile]  # None once undo removed its last pair (the files are gone)
+    changed: int                # pairs added (or removed)
+    before: list[tuple[str, float]]
+    after: list[tuple[str, float]]
+
+    def describe(self) -> str:
+        """The change in the steering attributes, on one line."""
+        was = dict(self.before)
+        parts = [f"{a} {w:+.3f}" + (f" (was {was[a]:+.3f})" if a in was else " (new)") for a, w in self.after]
+        parts += [f"{a} dropped" for a, _ in self.before if a not in dict(self.after)]
+        return ", ".join(parts) or "no attributes"
+
+
+def load(path: str | os.PathLike) -> Optional[Profile]:
+    """The profile at path, or None when there is none yet."""
+    return Profile.load(path) if Path(path).exists() else None
+
+
+def add(path: str | os.PathLike, pairs: Sequence[PreferencePair], scorer: Scorer, attributes: AttributeSet,
+        options: FitOptions = FitOptions()) -> Update:
+    """Appends the pairs not already in the pairs file, then creates or updates the profile.
+
+    The pairs file is written first: if scoring fails, the next add scores what the profile lacks.
+    The caller serializes adds to one profile.
+    """
+    path, store = Path(path), pairs_path(path)
+    for out in (path, store):
+        check_output(out)
+    profile = load(path)
+    if profile is not None and profile.n_pairs == 0:
+        raise DriftError(f"{path}: its weights were given, not learned from pairs; a fit would replace them "
+                         "(learn into a new profile)")
+    old = load_pairs(store) if store.exists() else []
+    seen = {p.id for p in old}
+    fresh = []
+    for p in pairs:
+        if p.id not in seen:
+            fresh.append(p)
+            seen.add(p.id)
+    if fresh:
+        write_pairs(store, old + fresh)
+    before = top(profile)
+    if profile is None:
+        if not old + fresh:
+            raise DriftError(f"{path}: no pairs to create the profile from")
+        profile = Profile.fit(old + fresh, scorer, attributes, options)
+    else:
+        profile.check_updatable()
+        profile.update(old + fresh, scorer)
+    profile.save(path)
+    return Update(profile, len(fresh), before, top(profile))
+
+
+def undo(path: str | os.PathLike) -> Update:
+    """Removes the last pair of the pairs file from it and from the profile (nothing is scored)."""
+    path, store = Path(path), pairs_path(path)
+    pairs = load_pairs(store) if store.exists() else []
+    if not pairs:
+        raise DriftError(f"{store}: nothing to undo")
+    profile = Profile.load(path)
+    before = top(profile)
+    last = pairs[-1].id
+    if profile.pair_ids == [last]:  # nothing would be left to fit: back to no profile
+        path.unlink()
+        profile = None
+    else:
+        profile.remove([last])
+        profile.save(path)  # the profile first: were the pairs file kept, the next add would re-learn the pair
+    if pairs[:-1]:
+        write_pairs(store, pairs[:-1])
+    else:
+        store.unlink()
+    return Update(profile, 1, before, top(profile))

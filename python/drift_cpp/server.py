@@ -1,0 +1,343 @@
+"""`drift-cpp serve`: an OpenAI-compatible HTTP server that personalizes each end user's answers.
+
+The profile is chosen by OpenAI's own per-end-user field `user`: DIR/<user>.json; a user without
+one (or one learned from fewer than MIN_PROFILE_PAIRS pairs) gets plain decoding. POST
+/v1/preferences teaches a profile: the pairs go to DIR/<user>.pairs.jsonl and only they are scored.
+
+Concurrency: requests are batched (batching.Batcher): each runs in a slot of its own, with its own
+KV caches, and one llama_decode per model per step advances all the slots of a batch. A request
+takes its formula, so a snapshot of its user's profile, when it arrives: a profile updated
+meanwhile steers the requests that come after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Literal, Optional, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from starlette.exceptions import HTTPException
+
+from . import learning
+from .attributes import AttributeSet
+from .batching import Batcher, Job
+from .decoding import check_history
+from .errors import DriftError
+from .formula import Formula
+from .params import Sampling, check_beta
+from .preferences import pair_from
+from .profile import Profile
+from .scorer import Scorer
+
+log = logging.getLogger("drift_cpp.server")
+# OpenAI's user field is free text; here it names a file, so it is held to a plain name.
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+Number = Union[StrictFloat, StrictInt]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: StrictStr
+
+
+class ChatRequest(BaseModel):
+    """The OpenAI fields drift-cpp honours; others (n=1, stream_options, ...) are accepted and ignored."""
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: Optional[StrictInt] = None
+    max_completion_tokens: Optional[StrictInt] = None
+    temperature: Optional[Number] = None
+    top_p: Optional[Number] = None
+    seed: Optional[StrictInt] = None
+    stop: Union[StrictStr, list[StrictStr], None] = None
+    stream: StrictBool = False
+    n: Literal[1] = 1
+    user: Optional[StrictStr] = None
+    beta: Optional[Number] = None  # drift-cpp's own, in the client's extra body
+
+    def sampling(self) -> Sampling:
+        """Sampling's defaults for what the request leaves out; Sampling.check judges the values."""
+        given = {"max_tokens": self.max_completion_tokens if self.max_completion_tokens is not None
+                 else self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
+                 "stop": (self.stop,) if isinstance(self.stop, str) else None if self.stop is None else tuple(self.stop)}
+        sampling = replace(Sampling(), **{k: v for k, v in given.items() if v is not None})
+        sampling.check()
+        return sampling
+
+
+class PreferenceItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: StrictStr
+    prompt: Union[StrictStr, list[dict]]
+    chosen: Union[StrictStr, list[dict]]
+    rejected: Union[StrictStr, list[dict]]
+    id: Optional[StrictStr] = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: Optional[str] = None, code: Optional[str] = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"message": self.message, "type": self.kind, "param": self.param,
+                                       "code": self.code}}, status_code=self.status)
+
+
+class Server:
+    """What the endpoints share: the batcher, the profiles directory and the scorer that learns."""
+
+    def __init__(self, profiles: Path, batcher: Batcher, make_scorer: Callable[[], Scorer],
+                 attributes: AttributeSet, system: Optional[str], beta: float, top_attributes: Optional[int],
+                 api_key: Optional[str] = None):
+        if not profiles.is_dir():
+            raise DriftError(f"--profiles {profiles}: not a directory")
+        self.profiles, self.attributes, self.system = profiles, attributes, system
+        self.beta, self.top_attributes, self.api_key = check_beta(beta), top_attributes, api_key
+        self.batcher = batcher
+        self.batcher.lane(Formula.plain(system))  # plain decoding's engine, made now: errors before serving
+        self.model_id = Path(batcher.llm.identity["name"]).stem
+        # One thread scores and writes the profiles: the scorer and its SQLite cache stay on it.
+        self._learner = ThreadPoolExecutor(1, thread_name_prefix="drift-cpp-learn")
+        self._scorer = self._learner.submit(make_scorer).result()
+        self._profiles: dict[Path, tuple[tuple, Profile]] = {}  # parsed profiles by (mtime, size)
+
+    def profile_path(self, user: str, param: str = "user") -> Path:
+        if not USER_NAME.fullmatch(user) or ".." in user:
+            raise ApiError(400, f"invalid user name {user!r}: letters, digits and _ . @ - only, 64 at most, "
+                                "not starting with a symbol", param)
+        path = self.profiles / f"{user}.json"
+        if path.resolve().parent != self.profiles.resolve():  # a symlinked name must not lead out either
+            raise ApiError(400, f"invalid user name {user!r}", param)
+        return path
+
+    def profile(self, user: str) -> Optional[Profile]:
+        path = self.profile_path(user)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = self._profiles.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, Profile.load(path))
+            self._profiles[path] = cached
+        return cached[1]
+
+    def formula(self, request: ChatRequest) -> Formula:
+        beta = self.beta if request.beta is None else request.beta
+        try:
+            beta = check_beta(beta)
+        except DriftError as e:
+            raise ApiError(400, str(e), "beta") from None
+        profile = None if request.user is None else self.profile(request.user)
+        if not learning.steers(profile):
+            return Formula.plain(self.system, beta)
+        return Formula.drift(self.system, [(profile, 1.0)], beta, self.top_attributes)
+
+    async def generate(self, formula: Formula, messages: list[dict], sampling: Sampling,
+                       on_piece: Optional[Callable[[str], None]] = None) -> Job:
+        """The job, once done; leaving (a cancelled await) stops it within one token."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        job = Job(formula, messages, sampling, on_piece, lambda: _call(loop, _resolve, done))
+        self.batcher.submit(job)
+        try:
+            await done
+        finally:
+            job.cancel.set()
+        if job.error is not None:
+            raise job.error
+        return job
+
+    async def learn(self, items: list[PreferenceItem]) -> list[dict]:
+        return await asyncio.wrap_future(self._learner.submit(self._learn, items))
+
+    def _learn(self, items: list[PreferenceItem]) -> list[dict]:
+        by_user: dict[str, list] = {}
+        for i, item in enumerate(items):
+            at = "body" if len(items) == 1 else f"body[{i}]"
+            self.profile_path(item.user, f"{at}.user")
+            record = item.model_dump(exclude={"user"}, exclude_none=True)
+            by_user.setdefault(item.user, []).append(pair_from(record, at))
+        out = []
+        for user, pairs in by_user.items():
+            update = learning.add(self.profile_path(user), pairs, self._scorer, self.attributes)
+            out.append({"user": user, "added": update.changed, "n_pairs": update.profile.n_pairs,
+                        "steering": learning.steers(update.profile),
+                        "top_attributes": [{"id": a, "weight": w} for a, w in update.after],
+                        "before": [{"id": a, "weight": w} for a, w in update.before]})
+        return out
+
+
+def _call(loop: asyncio.AbstractEventLoop, f: Callable, *args) -> None:
+    """f(*args) on the event loop, from the lane's thread; nothing if the loop has closed."""
+    try:
+        loop.call_soon_threadsafe(f, *args)
+    except RuntimeError:
+        pass
+
+
+def _arrived(server: Server, request: Request) -> None:
+    """The request is about to be submitted, or has failed: no longer announced (once)."""
+    if getattr(request.state, "announced", False):
+        request.state.announced = False
+        server.batcher.announce(-1)
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():  # a request whose client left is cancelled already
+        future.set_result(None)
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def create_app(server: Server) -> FastAPI:
+    app = FastAPI(title="drift-cpp", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def authorize(request: Request, call_next):
+        if server.api_key is not None:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), server.api_key.encode()):
+                return ApiError(401, "invalid API key", code="invalid_api_key").response()
+        if request.url.path != "/v1/chat/completions":
+            return await call_next(request)
+        # Announced from its headers on, so that requests sent together are batched together.
+        request.state.announced = True
+        server.batcher.announce(1)
+        try:
+            return await call_next(request)
+        finally:
+            _arrived(server, request)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request, e: ApiError):
+        return e.response()
+
+    @app.exception_handler(DriftError)
+    async def drift_error(_request, e: DriftError):
+        return ApiError(400, " ".join(str(e).split())).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, e: RequestValidationError):
+        first = e.errors()[0]
+        if first["type"] == "json_invalid":
+            return ApiError(400, f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}").response()
+        where = ".".join(str(x) for x in first["loc"] if x != "body")
+        return ApiError(400, f"{where or 'body'}: {first['msg']}", where or None).response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, e: HTTPException):
+        return ApiError(e.status_code, str(e.detail), code="not_found" if e.status_code == 404 else None).response()
+
+    @app.exception_handler(Exception)
+    async def internal(_request, e: Exception):
+        log.error("internal error: %s: %s", type(e).__name__, e)
+        return ApiError(500, f"internal error ({type(e).__name__}); please report it", kind="server_error").response()
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": server.model_id, "object": "model", "created": 0,
+                                            "owned_by": "drift-cpp"}]}
+
+    @app.get("/slots")
+    async def slots():
+        return server.batcher.state()
+
+    @app.get("/v1/profiles/{user}")
+    async def profile(user: str):
+        prof = server.profile(user)
+        if prof is None:
+            raise ApiError(404, f"no profile for user {user!r}", "user", "profile_not_found")
+        return {"user": user, "object": "profile", "steering": learning.steers(prof), **learning.report(prof)}
+
+    @app.post("/v1/preferences")
+    async def preferences(body: Union[PreferenceItem, list[PreferenceItem]]):
+        items = body if isinstance(body, list) else [body]
+        if not items:
+            raise ApiError(400, "body: an empty list of preferences", "body")
+        return {"object": "list", "data": await server.learn(items)}
+
+    @app.post("/v1/chat/completions")
+    async def completions(request: ChatRequest, http: Request):
+        if request.model != server.model_id:
+            raise ApiError(404, f"The model '{request.model}' does not exist (this server has '{server.model_id}')",
+                           "model", "model_not_found")
+        try:
+            sampling = request.sampling()
+        except DriftError as e:
+            raise ApiError(400, str(e)) from None
+        formula = server.formula(request)
+        messages = [m.model_dump() for m in request.messages]
+        check_history(messages)
+        server.batcher.lane(formula)  # its models checked, its engine made: errors before the stream starts
+        _arrived(server, http)
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": _now(), "model": server.model_id}
+        if not request.stream:
+            job = await server.generate(formula, messages, sampling)
+            n, result = len(job.result.tokens), job.result
+            return {**head, "object": "chat.completion",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                                 "finish_reason": result.finish_reason}],
+                    "usage": {"prompt_tokens": job.prompt_tokens, "completion_tokens": n,
+                              "total_tokens": job.prompt_tokens + n}}
+        return StreamingResponse(_stream(server, head, formula, messages, sampling), media_type="text/event-stream")
+
+    return app
+
+
+def _chunk(head: dict, delta: dict, finish_reason: Optional[str] = None) -> str:
+    body = {**head, "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+async def _stream(server: Server, head: dict, formula: Formula, messages: list[dict], sampling: Sampling):
+    """Server-sent events as OpenAI streams them. However the stream ends (a client that leaves
+    closes this generator), the job is cancelled, and the engine stops it before its next token."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue = asyncio.Queue()
+    generation = asyncio.ensure_future(server.generate(formula, messages, sampling,
+                                                       lambda text: _call(loop, pieces.put_nowait, text)))
+    generation.add_done_callback(lambda _: pieces.put_nowait(None))
+    try:
+        yield _chunk(head, {"role": "assistant", "content": ""})
+        while (piece := await pieces.get()) is not None:
+            yield _chunk(head, {"content": piece})
+        try:
+            job = generation.result()
+        except Exception as e:  # noqa: BLE001  (the stream has begun: an error event, as OpenAI sends)
+            message = " ".join(str(e).split()) if isinstance(e, DriftError) else \
+                f"internal error ({type(e).__name__}); please report it"
+            yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
+        else:
+            yield _chunk(head, {}, job.result.finish_reason)
+        yield "data: [DONE]\n\n"
+    finally:
+        generation.cancel()  # which cancels the job
+
+
+def serve(server: Server, host: str, port: int) -> None:
+    import uvicorn
+    app = create_app(server)
+    log.warning("drift-cpp serving %s on http://%s:%d/v1", server.model_id, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
