@@ -294,7 +294,9 @@ def profile_update(ctx, path, more, slm, no_cache):
     pairs = load_pairs(more)
     added = prof.update(pairs, _scorer(ctx, slm, _cache(no_cache)))
     prof.save(path)
-    click.echo(f"{path}: added {added} new pairs ({len(pairs) - added} already included), {prof.n_pairs} in all")
+    chosen = f"; model: {'+'.join(prof.choice.family)}" if prof.choice else ""
+    click.echo(f"{path}: added {added} new pairs ({len(pairs) - added} already included), {prof.n_pairs} in all"
+               f"{chosen}")
 
 
 @profile.command("add-attributes")
