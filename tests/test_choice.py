@@ -168,3 +168,12 @@ def test_an_older_profile_loads_and_updates_as_attributes_only(tmp_path):
     assert loaded.choice is None and loaded.uses_attributes() and loaded.length_weight() == 0
     loaded._add_rows(["more"], profile.W[:1], profile.L[:1], [profile.bows[0]])  # what update does
     assert loaded.bows is None and loaded.choice.family == ("attributes",)
+
+
+def test_grouped_cross_validation_holds_out_whole_prompts():
+    groups = np.repeat(np.arange(8), 5)  # 8 prompts, 5 pairs on each
+    for seed in range(3):
+        parts = choice._partition(groups.size, groups, choice.FOLDS, np.random.default_rng(seed))
+        assert sorted(np.concatenate(parts).tolist()) == list(range(groups.size))
+        assert all(len(set(groups[p])) * 5 == len(p) for p in parts)  # no prompt is split
+    assert len(choice._partition(10, [0] * 10, choice.FOLDS, np.random.default_rng(0))) == choice.FOLDS  # one prompt

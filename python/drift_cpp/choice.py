@@ -179,21 +179,29 @@ def margins(model: Model, W, L, docs: Optional[Sequence[tuple[Doc, Doc]]]) -> np
 
 
 # ----------------------------------------------------------------------- choosing
+def _partition(n: int, groups, folds: int, rng) -> list[np.ndarray]:
+    """`folds` random parts of range(n); with groups (e.g. the prompt of each pair), whole groups go to a
+    part, so that no prompt or response is on both sides. Fewer than two groups: parts of pairs."""
+    labels = None if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    if labels is None or labels.max() < 1:
+        return np.array_split(rng.permutation(n), min(folds, n))
+    group_parts = np.array_split(rng.permutation(labels.max() + 1), min(folds, labels.max() + 1))
+    return [np.flatnonzero(np.isin(labels, part)) for part in group_parts]
+
+
 def cross_validate(W, L, docs, candidates=CANDIDATES, method: str = approximation.DEFAULT_METHOD,
                    l2: float = approximation.DEFAULT_L2, folds: int = FOLDS, repeats: int = REPEATS,
-                   seed: int = SEED) -> dict[tuple, np.ndarray]:
+                   seed: int = SEED, groups=None) -> dict[tuple, np.ndarray]:
     """Per-pair held-out accuracy of each candidate (1, 0 or 0.5 for a tie), averaged over `repeats`
-    random `folds`-fold partitions; every candidate sees the same partitions."""
+    random `folds`-fold partitions (by group when groups are given); every candidate sees the same ones."""
     D = np.asarray(W, dtype=np.float64) - np.asarray(L, dtype=np.float64)
     n = D.shape[0]
-    folds = min(folds, n)
-    if folds < 2:
+    if n < 2:
         raise DriftError("cross-validation needs at least 2 pairs")
     docs = None if docs is None else list(docs)
     acc = {c: np.zeros(n) for c in candidates}
     for r in range(repeats):
-        parts = np.array_split(np.random.default_rng([seed, r]).permutation(n), folds)
-        for test in parts:
+        for test in _partition(n, groups, folds, np.random.default_rng([seed, r])):
             train = np.setdiff1d(np.arange(n), test)
             dtr = None if docs is None else [docs[i] for i in train]
             dte = None if docs is None else [docs[i] for i in test]
@@ -204,8 +212,10 @@ def cross_validate(W, L, docs, candidates=CANDIDATES, method: str = approximatio
 
 
 def choose(W, L, docs: Optional[Sequence[tuple[Doc, Doc]]], method: str = approximation.DEFAULT_METHOD,
-           l2: float = approximation.DEFAULT_L2, family: Sequence[str] = ()) -> Choice:
-    """The family for these pairs (or the given `family`), fitted on all of them, with the CV evidence."""
+           l2: float = approximation.DEFAULT_L2, family: Sequence[str] = (), groups=None) -> Choice:
+    """The family for these pairs (or the given `family`), fitted on all of them, with the CV evidence.
+    groups: one label per pair (its prompt), so that cross-validation holds out whole prompts: pairs
+    on one prompt share responses, and a held-out pair whose responses were trained on says little."""
     W = np.asarray(W, dtype=np.float64)
     n = W.shape[0]
     fixed = tuple(family)
@@ -220,7 +230,7 @@ def choose(W, L, docs: Optional[Sequence[tuple[Doc, Doc]]], method: str = approx
         raise DriftError(f"the {family_name(fixed)} family needs the responses' texts, which this profile lacks")
     cv = {}
     if n >= 2:
-        acc = cross_validate(W, L, docs, candidates, method, l2)
+        acc = cross_validate(W, L, docs, candidates, method, l2, groups=groups)
         cv = {family_name(c): {"accuracy": float(a.mean()), "se": float(a.std(ddof=1) / math.sqrt(n))}
               for c, a in acc.items()}
     if fixed:

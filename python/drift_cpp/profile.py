@@ -7,6 +7,8 @@ rows, so new pairs or new attributes are added by scoring only what is new.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional, Sequence
@@ -77,6 +79,12 @@ def pair_bows(pairs: Sequence[PreferencePair]) -> list[tuple[dict, dict]]:
     return [(term_counts(p.chosen), term_counts(p.rejected)) for p in pairs]
 
 
+def pair_groups(pairs: Sequence[PreferencePair]) -> list[str]:
+    """A short hash of each pair's prompt: the family choice holds out whole prompts."""
+    return [hashlib.sha256(json.dumps([[m.role, m.content] for m in p.prompt]).encode("utf-8")).hexdigest()[:16]
+            for p in pairs]
+
+
 # Words whose biases steer decoding: the strongest by |weight|, so that a few hundred training words do not
 # each nudge their tokens.
 DECODE_WORDS = 20
@@ -98,12 +106,12 @@ class Profile:
     def __init__(self, model: dict, attributes: AttributeSet, options: FitOptions, decode_exclude: list[str],
                  pair_ids: list[str], W: Optional[np.ndarray], L: Optional[np.ndarray], sums: np.ndarray,
                  p: np.ndarray, selected: list[str], created_at: str, updated_at: str,
-                 bows: Optional[list] = None, choice: Optional[choice.Choice] = None):
+                 bows: Optional[list] = None, choice: Optional[choice.Choice] = None, groups: Optional[list] = None):
         self.model, self.attributes, self.options = model, attributes, options
         self.decode_exclude, self.pair_ids = decode_exclude, pair_ids
         self.W, self.L, self.sums, self.p, self.selected = W, L, sums, p, selected
         self.created_at, self.updated_at = created_at, updated_at
-        self.bows, self.choice = bows, choice
+        self.bows, self.choice, self.groups = bows, choice, groups
         self.path = None  # the file it was loaded from, to name it in errors
 
     # -- building ---------------------------------------------------------
@@ -114,7 +122,7 @@ class Profile:
         decode_exclude = cls.check_decode_exclude(attributes, decode_exclude)
         W, L = reward_features(scorer, pairs, attributes.base, attributes.attributes, options.normalize)
         profile = cls._empty(scorer.model, attributes, options, decode_exclude)
-        profile._add_rows([p.id for p in pairs], W, L, pair_bows(pairs))
+        profile._add_rows([p.id for p in pairs], W, L, pair_bows(pairs), pair_groups(pairs))
         return profile
 
     @staticmethod
@@ -137,7 +145,7 @@ class Profile:
     def _empty(cls, model: Model, attributes: AttributeSet, options: FitOptions, decode_exclude: list) -> "Profile":
         now, k = profile_file.utc_now(), len(attributes)
         return cls(model.identity, attributes, options, decode_exclude, [], np.zeros((0, k)), np.zeros((0, k)),
-                   np.zeros(k), np.zeros(k), [], now, now, bows=[])
+                   np.zeros(k), np.zeros(k), [], now, now, bows=[], groups=[])
 
     def update(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> int:
         """Adds the pairs not seen before; returns how many were new. Only those are scored."""
@@ -147,7 +155,7 @@ class Profile:
         new = [p for p in pairs if p.id not in seen]
         if new:
             W, L = reward_features(scorer, new, self.attributes.base, self.attributes.attributes, self.options.normalize)
-            self._add_rows([p.id for p in new], W, L, pair_bows(new))
+            self._add_rows([p.id for p in new], W, L, pair_bows(new), pair_groups(new))
         return len(new)
 
     def add_attributes(self, new: Sequence[Attribute], pairs: Sequence[PreferencePair], scorer: Scorer) -> None:
@@ -168,11 +176,12 @@ class Profile:
         self.W, self.L = np.hstack([self.W, W_new]), np.hstack([self.L, L_new])
         self._refit()
 
-    def _add_rows(self, ids: list[str], W: np.ndarray, L: np.ndarray, bows: list) -> None:
+    def _add_rows(self, ids: list[str], W: np.ndarray, L: np.ndarray, bows: list, groups: Optional[list] = None) -> None:
         self.pair_ids = self.pair_ids + list(ids)
         self.W, self.L = np.vstack([self.W, W]), np.vstack([self.L, L])
         # Rows stored before bags of words were: the text families stay off for the whole profile.
         self.bows = None if self.bows is None else self.bows + list(bows)
+        self.groups = None if self.groups is None or groups is None else self.groups + list(groups)
         self._refit()
 
     def _refit(self) -> None:
@@ -181,7 +190,7 @@ class Profile:
         self.choice = None
         if self.n_pairs:  # the family is chosen anew as pairs accumulate
             self.choice = choice.choose(self.W, self.L, self.bows, self.options.method, self.options.l2,
-                                        choice.parse_family(self.options.family))
+                                        choice.parse_family(self.options.family), self.groups)
             if "attributes" in self.choice.family and self.choice.family != ("attributes",):
                 # Decode with the attribute direction of the joint fit: the other families carry their own share.
                 self.p = approximation.normalize(self.choice.model.attributes)
@@ -203,17 +212,18 @@ class Profile:
         data = profile_file.load(path)
         attributes = AttributeSet.from_dict({"base": data.base, "attributes": data.attributes})
         k = len(attributes)
-        W = L = bows = None
+        W = L = bows = groups = None
         if data.features is not None:
             rows = data.features["rows"]
             W = np.array([r["w"] for r in rows], dtype=np.float64).reshape(len(rows), k)
             L = np.array([r["l"] for r in rows], dtype=np.float64).reshape(len(rows), k)
             bows = [tuple(r["bow"]) for r in rows] if all("bow" in r for r in rows) else None
+            groups = [r["group"] for r in rows] if all("group" in r for r in rows) else None
         # Profiles written before l2 was recorded were fitted with l2 = 1.
         options = FitOptions(**{"l2": 1.0, **data.options})
         profile = cls(data.model, attributes, options, data.decode_exclude, data.pair_ids, W, L,
                       np.array(data.sums), np.array(data.p), data.selected, data.created_at, data.updated_at,
-                      bows=bows, choice=None if data.choice is None else choice_from_dict(data.choice))
+                      bows=bows, choice=None if data.choice is None else choice_from_dict(data.choice), groups=groups)
         profile.path = path
         return profile
 
@@ -225,6 +235,9 @@ class Profile:
         if features is not None and self.bows is not None:
             for row, bow in zip(features["rows"], self.bows):
                 row["bow"] = [dict(bow[0]), dict(bow[1])]
+        if features is not None and self.groups is not None:
+            for row, group in zip(features["rows"], self.groups):
+                row["group"] = group
         profile_file.save(path, profile_file.ProfileData(
             schema_version=profile_file.SCHEMA_VERSION, model=self.model, base=d["base"], attributes=d["attributes"],
             sums=self.sums.tolist(), n_pairs=self.n_pairs, p=self.p.tolist(), selected=self.selected,

@@ -44,7 +44,8 @@ class ProfileData:
     updated_at: str  # ISO 8601, UTC
     # Per-pair rows {"rows": [{"id": str, "w": [k floats], "l": [k floats]}, ...]}: needed by
     # the logistic / bt methods, which cannot be updated from the sums alone. A row may hold
-    # "bow": [{word: count} of chosen, of rejected], read by the length and lexical families.
+    # "bow": [{word: count} of chosen, of rejected], read by the length and lexical families, and
+    # "group": a hash of the pair's prompt, by which the family choice cross-validates.
     features: Optional[dict] = None
     # The model family chosen for this user (choice.py): {"family": [...], "reason", "n_pairs",
     # "cv": {name: {"accuracy", "se"}}, "model": {"attributes", "length", "words", "word_norm"}}.
@@ -214,6 +215,8 @@ def _features(features, k: int, pair_ids: list):
             row[key] = _numbers(row[key], f"{name}.{key}", k)
         if "bow" in row:
             _bow(row["bow"], f"{name}.bow")
+        if "group" in row and not isinstance(row["group"], str):
+            raise _Invalid(f"field '{name}.group' must be a string")
     ids = [row["id"] for row in rows]
     if ids != pair_ids:
         j = next((j for j, (a, b) in enumerate(zip(ids, pair_ids)) if a != b), min(len(ids), len(pair_ids)))

@@ -29,6 +29,7 @@ class Fold:
     W: Optional[np.ndarray] = None                       # (n, k) rewards of the chosen responses
     L: Optional[np.ndarray] = None                       # (n, k) rewards of the rejected responses
     texts: Optional[Sequence[tuple[str, str]]] = None    # (chosen, rejected) strings
+    groups: Optional[Sequence] = None                    # the prompt of each pair, for methods that group
 
     def __post_init__(self) -> None:
         n = None
@@ -48,6 +49,8 @@ class Fold:
             if n is not None and len(texts) != n:
                 raise DriftError(f"{len(texts)} text pairs for {n} feature rows")
             n = len(texts)
+        if self.groups is not None and n is not None and len(self.groups) != n:
+            raise DriftError(f"{len(self.groups)} groups for {n} pairs")
         if n is None:
             raise DriftError("a fold needs reward features (W, L) or texts")
 
@@ -60,6 +63,7 @@ class Fold:
             W=None if self.W is None else self.W[idx],
             L=None if self.L is None else self.L[idx],
             texts=None if self.texts is None else [self.texts[i] for i in idx],
+            groups=None if self.groups is None else [self.groups[i] for i in idx],
         )
 
     def features(self, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -280,7 +284,7 @@ def chosen(train: Fold, test: Fold) -> float:
 
     W, L = train.features("chosen")
     Wt, Lt = test.features("chosen")
-    model = choice.choose(W, L, train.text_pairs("chosen")).model
+    model = choice.choose(W, L, train.text_pairs("chosen"), groups=train.groups).model
     return _accuracy(choice.margins(model, Wt, Lt, test.text_pairs("chosen")))
 
 
