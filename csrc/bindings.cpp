@@ -184,6 +184,7 @@ PYBIND11_MODULE(_core, m) {
                 return out;
             },
             py::arg("slots"), py::arg("coefficients"), py::arg("sampling"), py::arg("on_piece") = nullptr)
+        .def("set_bias", &Engine::set_bias, py::arg("slot"), py::arg("tokens"), py::arg("eog"))
         .def("logits", [](const Engine & self, int slot, int sequence) { return to_numpy(self.logits(slot, sequence)); },
              py::arg("slot"), py::arg("sequence"))
         .def("fused_logits", [](const Engine & self, int slot, const std::vector<float> & coefficients) {

@@ -94,6 +94,7 @@ Engine::Engine(const std::vector<const Model *> & models, const std::vector<Slot
         }
         slots_.push_back(std::move(seqs));
     }
+    bias_.resize(slots_.size());
     for (size_t m = 0; m < models.size(); ++m) {
         if (n_seq[m] == 0) {
             contexts_.emplace_back();  // a model no sequence uses needs no KV cache
@@ -270,6 +271,35 @@ void Engine::fuse(int slot, const std::vector<float> & coefficients, float * out
         sizes.push_back((int) seq.logits.size());
     }
     weighted_sum(rows, sizes, coefficients, n_vocab_, out);
+    add_bias(bias_[slot], out);
+}
+
+void Engine::set_bias(int slot, const std::vector<std::pair<llama_token, float>> & tokens, float eog) {
+    sequence(slot, 0);  // checks the slot
+    std::vector<float> bias(n_vocab_, 0.0f);
+    bool any = false;
+    for (auto [token, value] : tokens) {
+        if (token < 0 || token >= n_vocab_) {
+            throw std::out_of_range("no token " + std::to_string(token) + " in the vocabulary");
+        }
+        if (!std::isfinite(value)) {
+            throw std::invalid_argument("token biases must be finite");
+        }
+        bias[token] += value;
+        any = any || value != 0.0f;
+    }
+    if (!std::isfinite(eog)) {
+        throw std::invalid_argument("the end-of-generation bias must be finite");
+    }
+    if (eog != 0.0f) {
+        for (llama_token t = 0; t < n_vocab_; ++t) {
+            if (models_[0]->is_eog(t)) {
+                bias[t] += eog;
+                any = true;
+            }
+        }
+    }
+    bias_[slot] = any ? std::move(bias) : std::vector<float>();
 }
 
 std::vector<float> Engine::logits(int slot, int index) const {

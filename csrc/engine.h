@@ -75,7 +75,12 @@ public:
                                            const std::vector<SamplingParams> & sampling,
                                            const PieceCallback & on_piece);
 
-    // A slot's current next-token logits: of one sequence, or fused by the coefficients.
+    // A static bias added to a slot's fused logits at every step, after the weighted sum: `tokens`
+    // gives single tokens theirs (a formula's word preferences), and every end-of-generation token of
+    // models[0] gets `eog` (a formula's length preference; negative lengthens). All zero: none.
+    void set_bias(int slot, const std::vector<std::pair<llama_token, float>> & tokens, float eog);
+
+    // A slot's current next-token logits: of one sequence, or fused by the coefficients (and its bias).
     std::vector<float> logits(int slot, int sequence) const;
     std::vector<float> fused_logits(int slot, const std::vector<float> & coefficients) const;
 
@@ -104,6 +109,7 @@ private:
     EngineParams params_;
     std::vector<ContextPtr> contexts_;          // one per model
     std::vector<std::vector<Sequence>> slots_;
+    std::vector<std::vector<float>> bias_;      // per slot: empty, or n_vocab_ entries
     int n_ctx_seq_ = 0;
     int n_vocab_ = 0;                            // of models[0]: the answers' tokens
 };

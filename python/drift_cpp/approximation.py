@@ -139,12 +139,17 @@ def fit_bradley_terry(W, L, l2: float = 1.0, iters: int = 100) -> np.ndarray:
     label 0 so both classes are present. Returns the coefficients at unit l2 norm.
     """
     W, L = _check_pairs(W, L)
-    n, k = W.shape
-    D = W - L
+    return normalize(bradley_terry_coefficients(W - L, l2, iters))
+
+
+def bradley_terry_coefficients(D, l2: float = 1.0, iters: int = 100) -> np.ndarray:
+    """The coefficients b of fit_bradley_terry on differences D = W - L, as fitted (not at unit norm):
+    P(chosen) = sigmoid(D_j . b). A model over several feature families needs their relative scale."""
+    D = np.asarray(D, dtype=np.float64)
+    n, k = D.shape
     X = np.vstack([D, -D])
     y = np.concatenate([np.ones(n), np.zeros(n)])
-    b = _newton_logistic(X, y, l2, np.ones(k, dtype=bool), iters)
-    return normalize(b)
+    return _newton_logistic(X, y, l2, np.ones(k, dtype=bool), iters)
 
 
 def fit(W, L, method: str = DEFAULT_METHOD, l2: float = DEFAULT_L2) -> np.ndarray:

@@ -170,18 +170,20 @@ def _attribute_set(attributes_file, include, exclude):
               help="qp: the paper's closed form; bt (the default, chosen by the DSP evaluation) and logistic: "
                    "regularized regressions.")
 @click.option("--l2", type=float, help="Penalty of bt and logistic (default 1000); larger is closer to qp.")
+@click.option("--family", help="auto (the default): attributes, length, lexical or a combination, chosen by "
+                               "cross-validation on your pairs; or one of them, e.g. attributes+length.")
 @click.option("--max-response-tokens", default=0, help="Truncate longer responses (0: never; too long is an error).",
               callback=_checked("scorer", "check_max_response_tokens"))
 @click.option("--no-cache", is_flag=True, help="Do not read or write the score cache.")
 @click.pass_context
 @_errors
 def approximate(ctx, prefs, output, slm, top, attributes_file, include, exclude, decode_exclude, normalize, method,
-                l2, max_response_tokens, no_cache):
+                l2, family, max_response_tokens, no_cache):
     """Fit a profile from preference pairs (JSONL or CSV with prompt, chosen, rejected)."""
     from .fileio import check_output
     from .preferences import load_pairs
     from .profile import FitOptions, Profile
-    chosen = {k: v for k, v in (("method", method), ("l2", l2)) if v is not None}
+    chosen = {k: v for k, v in (("method", method), ("l2", l2), ("family", family)) if v is not None}
     options = FitOptions(top, normalize, **chosen)
     options.check()
     check_output(output, inputs=[prefs, attributes_file])
@@ -196,7 +198,15 @@ def approximate(ctx, prefs, output, slm, top, attributes_file, include, exclude,
 
 
 def _show(profile, width: int = 30):
-    """The attributes ranked by W−L per pair (the paper's unit implicit preference), with bars."""
+    """The chosen model in words, then the attributes ranked by W−L per pair (the paper's unit implicit
+    preference), with bars."""
+    if profile.choice is not None:
+        from .choice import explain
+        names = {a.id: a.name for a in profile.attributes.attributes}
+        for line in explain(profile.choice, [(names[a.id], w) for a, w in profile.decoding_weights()],
+                            profile.word_weights()):
+            click.echo(line)
+        click.echo()
     uip = profile.unit_implicit_preference()
     scale = max(abs(uip).max(), 1e-12)
     selected, excluded = set(profile.selected), set(profile.decode_exclude)
@@ -276,7 +286,9 @@ def profile_update(ctx, path, more, slm, no_cache):
     pairs = load_pairs(more)
     added = prof.update(pairs, _scorer(ctx, slm, _cache(no_cache)))
     prof.save(path)
-    click.echo(f"{path}: added {added} new pairs ({len(pairs) - added} already included), {prof.n_pairs} in all")
+    chosen = f"; model: {'+'.join(prof.choice.family)}" if prof.choice else ""
+    click.echo(f"{path}: added {added} new pairs ({len(pairs) - added} already included), {prof.n_pairs} in all"
+               f"{chosen}")
 
 
 @profile.command("add-attributes")

@@ -83,6 +83,24 @@ class _Slot:
         beta = self.formula.beta
         return [sum(t.coefficient(beta) for t in terms) for terms in self.terms]
 
+    def bias(self, writer: Model) -> tuple[list[tuple[int, float]], float]:
+        """The formula's static biases over 1/beta: (token, bias) of its words, and the end-of-generation bias."""
+        beta = self.formula.beta
+        tokens = [(t, w / beta) for word, w in self.formula.words for t in word_tokens(writer, word)]
+        return tokens, self.formula.eos / beta
+
+
+def word_tokens(model: Model, word: str) -> list[int]:
+    """The tokens a word's bias goes to: the first token of the word and of " word", lower-case and
+    capitalized (each once)."""
+    out = []
+    for form in dict.fromkeys((word, word.capitalize())):
+        for text in (form, " " + form):
+            tokens = model.core.tokenize(text, False, False)
+            if tokens and tokens[0] not in out:
+                out.append(tokens[0])
+    return out
+
 
 class Drift:
     """A conversation steered by a formula. Models are loaded once; the session holds the KV caches.
@@ -156,6 +174,7 @@ class Drift:
         with self._lock:
             for slot in slots:
                 self._sync(slot, history)
+                self.engine.set_bias(slot, *self._slots[slot].bias(self.llm))
             results = self.engine.generate(list(slots), [self._slots[s].coefficients() for s in slots],
                                            [native] * len(slots), piece)
             out = []

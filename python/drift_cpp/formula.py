@@ -10,6 +10,12 @@ profiles (their steering terms, scaled and summed) and negated profiles (weight 
 A term's model is a role, "llm" or "slm"; the session binds roles to loaded models. Terms on the
 same model and prompt share one KV cache (see decoding.Drift), so equal terms are summed there.
 A formula is saved as JSON with the identities of the models it was made for.
+
+Two static biases act on the fused logits, both divided by beta like the steering terms: `eos` on
+the LLM's end-of-generation tokens (a profile's length preference: a negative bias lengthens) and
+`words`, per word, on the first token of the word with and without a leading space and capital
+(a profile's lexical preference). A word's bias approximates its share of a response's reward
+one occurrence at a time; the length bias is the weight per e-fold of length applied per step.
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ class Formula:
     # The identities of the models the terms were made for, by role: a profile's rewards hold
     # only for its sLM. A session refuses other models.
     models: tuple[tuple[str, dict], ...] = ()
+    eos: float = 0.0                               # bias (before 1/beta) on end-of-generation tokens
+    words: tuple[tuple[str, float], ...] = ()      # per-word biases (before 1/beta) on their tokens
 
     # -- building ---------------------------------------------------------
     @classmethod
@@ -78,13 +86,17 @@ class Formula:
         slm = profiles[0][0].model if profiles else None
         terms = [Term(LLM, system or base or default_system(), 1.0, label=LLM)]
         steering: dict[str, float] = {}
+        eos, words = 0.0, {}
         for profile, scale in profiles:
             if profile.attributes.base.prompt != base:
                 raise DriftError("profiles with different base prompts cannot be blended")
             if profile.model != slm:
                 raise DriftError(f"profiles built with different small models cannot be blended "
                                  f"({slm.get('name')} and {profile.model.get('name')})")
-            weights = profile.decoding_weights(top, exclude)
+            eos -= scale * profile.length_weight()
+            for word, w in profile.word_weights():
+                words[word] = words.get(word, 0.0) + scale * w
+            weights = profile.decoding_weights(top, exclude) if profile.uses_attributes() else []
             for attribute, p in weights:
                 terms.append(Term(SLM, attribute.prompt, scale * p, per_beta=True, label=attribute.id))
                 steering[attribute.id] = steering.get(attribute.id, 0.0) + scale * p
@@ -92,7 +104,8 @@ class Formula:
             if total:
                 terms.append(Term(SLM, base, -total, per_beta=True, label="base"))
         models = ((SLM, slm),) if slm else ()
-        return cls(tuple(terms), beta, tuple(steering.items()), models).merged()
+        return cls(tuple(terms), beta, tuple(steering.items()), models, eos,
+                   tuple((w, v) for w, v in words.items() if v)).merged()
 
     def with_cfg(self, negative_system: str, scale: float) -> "Formula":
         """Classifier-free guidance on the LLM: its term h_pos becomes h_neg + G (h_pos - h_neg)."""
@@ -137,7 +150,8 @@ class Formula:
                 "models": {role: {k: identity[k] for k in ("name", "sha256")} for role, identity in models.items()},
                 "terms": [{"model": t.model, "system": t.system, "weight": t.weight, "per_beta": t.per_beta,
                            "label": t.label} for t in self.terms],
-                "steering": [[a, w] for a, w in self.steering]}
+                "steering": [[a, w] for a, w in self.steering],
+                **({"eos": self.eos} if self.eos else {}), **({"words": [list(w) for w in self.words]} if self.words else {})}
 
     def save(self, path, models: Mapping[str, dict]) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(models), indent=2, ensure_ascii=False) + "\n")
@@ -155,6 +169,10 @@ class Formula:
 
 class _Invalid(Exception):
     pass
+
+
+def _finite(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def _field(obj: dict, name: str, kind, what: str):
@@ -177,7 +195,7 @@ def _parse(obj) -> Formula:
         raise _Invalid(f"field 'format' must be {FORMAT!r}: this is not a drift-cpp formula")
     if obj.get("version") != VERSION:
         raise _Invalid(f"field 'version' is {obj.get('version')!r}, this version of drift-cpp reads {VERSION}")
-    unknown = set(obj) - {"format", "version", "beta", "models", "terms", "steering"}
+    unknown = set(obj) - {"format", "version", "beta", "models", "terms", "steering", "eos", "words"}
     if unknown:
         raise _Invalid(f"unknown field '{sorted(unknown)[0]}'")
     beta = _field(obj, "beta", float, "a number")
@@ -230,7 +248,17 @@ def _parse(obj) -> Formula:
             isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and isinstance(s[1], (int, float))
             and not isinstance(s[1], bool) for s in steering):
         raise _Invalid("field 'steering' must be a list of [attribute id, weight] pairs")
+    eos = _field({"eos": 0.0, **obj}, "eos", float, "a number")
+    words = obj.get("words", [])
+    if not isinstance(words, list) or not all(
+            isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and s[0].strip() and _finite(s[1])
+            for s in words):
+        raise _Invalid("field 'words' must be a list of [word, finite weight] pairs")
+    for name, value in [("eos", eos)] + [(f"words[{i}]", w) for i, (_, w) in enumerate(words)]:
+        if abs(value) > MAX_WEIGHT:
+            raise _Invalid(f"field '{name}' is {value:g}; biases beyond {MAX_WEIGHT:g} drown the LLM's own logits")
     try:
-        return Formula(tuple(terms), beta, tuple((a, float(w)) for a, w in steering), tuple(models.items())).merged()
+        return Formula(tuple(terms), beta, tuple((a, float(w)) for a, w in steering), tuple(models.items()), eos,
+                       tuple((w, float(v)) for w, v in words)).merged()
     except DriftError as e:
         raise _Invalid(f"field 'terms': {e}") from None

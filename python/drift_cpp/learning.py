@@ -41,8 +41,12 @@ def top(profile: Optional[Profile]) -> list[tuple[str, float]]:
 
 def report(profile: Profile) -> dict:
     """A profile as JSON for people and tools: each attribute's unit implicit preference and weight."""
-    uip = profile.unit_implicit_preference()
+    uip, choice = profile.unit_implicit_preference(), profile.choice
     return {"n_pairs": profile.n_pairs, "selected": profile.selected, "decode_exclude": profile.decode_exclude,
+            "choice": None if choice is None else {
+                "family": list(choice.family), "reason": choice.reason, "accuracy": choice.accuracy,
+                "interval": choice.interval, "cv": choice.cv, "length_weight": profile.length_weight(),
+                "words": profile.word_weights()},
             "attributes": [{"id": a["id"], "unit_implicit_preference": float(u), "p": p}
                            for a, u, p in zip(profile.attributes.to_dict()["attributes"], uip, profile.p.tolist())]}
 

@@ -7,15 +7,18 @@ rows, so new pairs or new attributes are added by scoring only what is new.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import approximation, profile_file
+from . import approximation, choice, profile_file
 from .attributes import Attribute, AttributeSet, builtin_attributes
 from .errors import DriftError
+from .evaluation.methods import term_counts
 from .models import Model
 from .preferences import PreferencePair
 from .scorer import ScoreRequest, Scorer
@@ -29,6 +32,7 @@ class FitOptions:
     normalize: str = "sum"      # "sum": summed log-ratio (paper); "mean": per response token
     method: str = approximation.DEFAULT_METHOD  # "qp": the paper's closed form; "logistic", "bt": regressions
     l2: float = approximation.DEFAULT_L2        # penalty of "logistic" and "bt"
+    family: str = choice.AUTO   # "auto": chosen per user by cross-validation; or e.g. "attributes+length"
 
     def check(self, name: Callable[[str], str] = lambda key: f"--{key}") -> None:
         """The one place these values are checked; `name` says how errors name an option."""
@@ -41,6 +45,7 @@ class FitOptions:
             raise DriftError(f"{name('top')} must be at least 1, got {self.top}")
         if not (math.isfinite(self.l2) and self.l2 > 0):
             raise DriftError(f"{name('l2')} must be a positive finite number, got {self.l2!r}")
+        choice.parse_family(self.family, name("family"))
 
 
 def _system(prompt: str, pair: PreferencePair) -> tuple[str, tuple]:
@@ -69,6 +74,22 @@ def reward_features(scorer: Scorer, pairs: Sequence[PreferencePair], base: Attri
     return rewards[:, :, 0], rewards[:, :, 1]
 
 
+def pair_bows(pairs: Sequence[PreferencePair]) -> list[tuple[dict, dict]]:
+    """The bag of words of each pair's chosen and rejected responses: what the length and lexical families read."""
+    return [(term_counts(p.chosen), term_counts(p.rejected)) for p in pairs]
+
+
+def pair_groups(pairs: Sequence[PreferencePair]) -> list[str]:
+    """A short hash of each pair's prompt: the family choice holds out whole prompts."""
+    return [hashlib.sha256(json.dumps([[m.role, m.content] for m in p.prompt]).encode("utf-8")).hexdigest()[:16]
+            for p in pairs]
+
+
+# Words whose biases steer decoding: the strongest by |weight|, so that a few hundred training words do not
+# each nudge their tokens.
+DECODE_WORDS = 20
+
+
 class Profile:
     """A user's profile as typed state: the sLM it was scored with, the attributes, the fit options,
     the per-pair rewards W and L (rows in pair_ids order), and what the fit made of them: p and the
@@ -76,15 +97,21 @@ class Profile:
 
     W and L are None for a profile stored without its per-pair rows: it decodes and predicts,
     but nothing can be added to it.
+
+    bows holds each pair's bag of words (chosen, rejected), for the length and lexical families;
+    None for profiles written before them, which then choose among attributes only. `choice` is the
+    model family chosen for this user (choice.choose) with its weights; None: attributes only.
     """
 
     def __init__(self, model: dict, attributes: AttributeSet, options: FitOptions, decode_exclude: list[str],
                  pair_ids: list[str], W: Optional[np.ndarray], L: Optional[np.ndarray], sums: np.ndarray,
-                 p: np.ndarray, selected: list[str], created_at: str, updated_at: str):
+                 p: np.ndarray, selected: list[str], created_at: str, updated_at: str,
+                 bows: Optional[list] = None, choice: Optional[choice.Choice] = None, groups: Optional[list] = None):
         self.model, self.attributes, self.options = model, attributes, options
         self.decode_exclude, self.pair_ids = decode_exclude, pair_ids
         self.W, self.L, self.sums, self.p, self.selected = W, L, sums, p, selected
         self.created_at, self.updated_at = created_at, updated_at
+        self.bows, self.choice, self.groups = bows, choice, groups
         self.path = None  # the file it was loaded from, to name it in errors
 
     # -- building ---------------------------------------------------------
@@ -95,7 +122,7 @@ class Profile:
         decode_exclude = cls.check_decode_exclude(attributes, decode_exclude)
         W, L = reward_features(scorer, pairs, attributes.base, attributes.attributes, options.normalize)
         profile = cls._empty(scorer.model, attributes, options, decode_exclude)
-        profile._add_rows([p.id for p in pairs], W, L)
+        profile._add_rows([p.id for p in pairs], W, L, pair_bows(pairs), pair_groups(pairs))
         return profile
 
     @staticmethod
@@ -118,7 +145,7 @@ class Profile:
     def _empty(cls, model: Model, attributes: AttributeSet, options: FitOptions, decode_exclude: list) -> "Profile":
         now, k = profile_file.utc_now(), len(attributes)
         return cls(model.identity, attributes, options, decode_exclude, [], np.zeros((0, k)), np.zeros((0, k)),
-                   np.zeros(k), np.zeros(k), [], now, now)
+                   np.zeros(k), np.zeros(k), [], now, now, bows=[], groups=[])
 
     def update(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> int:
         """Adds the pairs not seen before; returns how many were new. Only those are scored."""
@@ -128,7 +155,7 @@ class Profile:
         new = [p for p in pairs if p.id not in seen]
         if new:
             W, L = reward_features(scorer, new, self.attributes.base, self.attributes.attributes, self.options.normalize)
-            self._add_rows([p.id for p in new], W, L)
+            self._add_rows([p.id for p in new], W, L, pair_bows(new), pair_groups(new))
         return len(new)
 
     def remove(self, ids: Iterable[str]) -> int:
@@ -161,14 +188,24 @@ class Profile:
         self.W, self.L = np.hstack([self.W, W_new]), np.hstack([self.L, L_new])
         self._refit()
 
-    def _add_rows(self, ids: list[str], W: np.ndarray, L: np.ndarray) -> None:
+    def _add_rows(self, ids: list[str], W: np.ndarray, L: np.ndarray, bows: list, groups: Optional[list] = None) -> None:
         self.pair_ids = self.pair_ids + list(ids)
         self.W, self.L = np.vstack([self.W, W]), np.vstack([self.L, L])
+        # Rows stored before bags of words were: the text families stay off for the whole profile.
+        self.bows = None if self.bows is None else self.bows + list(bows)
+        self.groups = None if self.groups is None or groups is None else self.groups + list(groups)
         self._refit()
 
     def _refit(self) -> None:
         self.sums = (self.W - self.L).sum(axis=0)
         self.p = approximation.fit(self.W, self.L, self.options.method, self.options.l2)
+        self.choice = None
+        if self.n_pairs:  # the family is chosen anew as pairs accumulate
+            self.choice = choice.choose(self.W, self.L, self.bows, self.options.method, self.options.l2,
+                                        choice.parse_family(self.options.family), self.groups)
+            if "attributes" in self.choice.family and self.choice.family != ("attributes",):
+                # Decode with the attribute direction of the joint fit: the other families carry their own share.
+                self.p = approximation.normalize(self.choice.model.attributes)
         ids = self.attributes.ids
         exclude = np.array([i in self.decode_exclude for i in ids])
         self.selected = [ids[i] for i in approximation.top_m(self.p, self.options.top, exclude)]
@@ -187,15 +224,18 @@ class Profile:
         data = profile_file.load(path)
         attributes = AttributeSet.from_dict({"base": data.base, "attributes": data.attributes})
         k = len(attributes)
-        W = L = None
+        W = L = bows = groups = None
         if data.features is not None:
             rows = data.features["rows"]
             W = np.array([r["w"] for r in rows], dtype=np.float64).reshape(len(rows), k)
             L = np.array([r["l"] for r in rows], dtype=np.float64).reshape(len(rows), k)
+            bows = [tuple(r["bow"]) for r in rows] if all("bow" in r for r in rows) else None
+            groups = [r["group"] for r in rows] if all("group" in r for r in rows) else None
         # Profiles written before l2 was recorded were fitted with l2 = 1.
         options = FitOptions(**{"l2": 1.0, **data.options})
         profile = cls(data.model, attributes, options, data.decode_exclude, data.pair_ids, W, L,
-                      np.array(data.sums), np.array(data.p), data.selected, data.created_at, data.updated_at)
+                      np.array(data.sums), np.array(data.p), data.selected, data.created_at, data.updated_at,
+                      bows=bows, choice=None if data.choice is None else choice_from_dict(data.choice), groups=groups)
         profile.path = path
         return profile
 
@@ -204,12 +244,19 @@ class Profile:
         o = self.options
         features = None if self.W is None else {
             "rows": [{"id": i, "w": w.tolist(), "l": l.tolist()} for i, w, l in zip(self.pair_ids, self.W, self.L)]}
+        if features is not None and self.bows is not None:
+            for row, bow in zip(features["rows"], self.bows):
+                row["bow"] = [dict(bow[0]), dict(bow[1])]
+        if features is not None and self.groups is not None:
+            for row, group in zip(features["rows"], self.groups):
+                row["group"] = group
         profile_file.save(path, profile_file.ProfileData(
             schema_version=profile_file.SCHEMA_VERSION, model=self.model, base=d["base"], attributes=d["attributes"],
             sums=self.sums.tolist(), n_pairs=self.n_pairs, p=self.p.tolist(), selected=self.selected,
             decode_exclude=self.decode_exclude,
-            options={"top": o.top, "normalize": o.normalize, "method": o.method, "l2": o.l2},
-            pair_ids=self.pair_ids, created_at=self.created_at, updated_at=self.updated_at, features=features))
+            options={"top": o.top, "normalize": o.normalize, "method": o.method, "l2": o.l2, "family": o.family},
+            pair_ids=self.pair_ids, created_at=self.created_at, updated_at=self.updated_at, features=features,
+            choice=None if self.choice is None else choice_to_dict(self.choice)))
 
     @property
     def n_pairs(self) -> int:
@@ -237,7 +284,37 @@ class Profile:
         return [(attrs[i], float(self.p[i])) for i in idx]
 
     def predict(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> np.ndarray:
-        """Margin of each pair: > 0 predicts that 'chosen' is preferred."""
+        """Margin of each pair by the chosen model: > 0 predicts that 'chosen' is preferred."""
         self.check_model(scorer.model)
         W, L = reward_features(scorer, pairs, self.attributes.base, self.attributes.attributes, self.options.normalize)
-        return approximation.predict(self.p, W, L)
+        if self.choice is None:
+            return approximation.predict(self.p, W, L)
+        return choice.margins(self.choice.model, W, L, pair_bows(pairs))
+
+    # -- the families' decoding terms ----------------------------------------
+    def uses_attributes(self) -> bool:
+        return self.choice is None or "attributes" in self.choice.family
+
+    def length_weight(self) -> float:
+        """The chosen model's weight per e-fold of length (0 without the length family)."""
+        return self.choice.model.length if self.choice and "length" in self.choice.family else 0.0
+
+    def word_weights(self, n: int = DECODE_WORDS) -> list[tuple[str, float]]:
+        """The strongest words of the lexical family, each with the reward of one occurrence."""
+        if not (self.choice and "lexical" in self.choice.family):
+            return []
+        return choice.word_rewards(self.choice.model, n)
+
+
+def choice_to_dict(c: choice.Choice) -> dict:
+    m = c.model
+    return {"family": list(c.family), "reason": c.reason, "n_pairs": c.n_pairs, "cv": c.cv,
+            "model": {"attributes": None if m.attributes is None else m.attributes.tolist(), "length": m.length,
+                      "words": {w: list(v) for w, v in m.words.items()}, "word_norm": m.word_norm}}
+
+
+def choice_from_dict(d: dict) -> choice.Choice:
+    m = d["model"]
+    model = choice.Model(tuple(d["family"]), None if m["attributes"] is None else np.array(m["attributes"]),
+                         m["length"], {w: tuple(v) for w, v in m["words"].items()}, m["word_norm"])
+    return choice.Choice(tuple(d["family"]), d["reason"], d["n_pairs"], d["cv"], model)

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 from .attributes import parse_entry
+from .choice import FAMILIES
 from .errors import DriftError
 from .fileio import atomic_write_text, parse_json, read_text
 
@@ -42,8 +43,14 @@ class ProfileData:
     created_at: str  # ISO 8601, UTC
     updated_at: str  # ISO 8601, UTC
     # Per-pair rows {"rows": [{"id": str, "w": [k floats], "l": [k floats]}, ...]}: needed by
-    # the logistic / bt methods, which cannot be updated from the sums alone.
+    # the logistic / bt methods, which cannot be updated from the sums alone. A row may hold
+    # "bow": [{word: count} of chosen, of rejected], read by the length and lexical families, and
+    # "group": a hash of the pair's prompt, by which the family choice cross-validates.
     features: Optional[dict] = None
+    # The model family chosen for this user (choice.py): {"family": [...], "reason", "n_pairs",
+    # "cv": {name: {"accuracy", "se"}}, "model": {"attributes", "length", "words", "word_norm"}}.
+    # Absent in older profiles, which decode with the attributes only.
+    choice: Optional[dict] = None
 
 
 FIELDS = [f.name for f in dataclasses.fields(ProfileData)]
@@ -64,6 +71,8 @@ def _to_plain(obj):
 def to_json(data: ProfileData) -> str:
     """The profile as JSON text: indent 2, keys in field order, NaN/inf refused."""
     obj = {name: getattr(data, name) for name in FIELDS}
+    if obj["choice"] is None:  # profiles without a choice stay as they were written before it
+        del obj["choice"]
     return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_to_plain) + "\n"
 
 
@@ -155,7 +164,8 @@ def _id_list(values: list, name: str, known: set) -> list:
 
 # The fitting options a profile may record, with a check and its wording for each.
 _OPTIONS = {"top": (_is_int, "an integer"), "normalize": (lambda x: isinstance(x, str), "a string"),
-            "method": (lambda x: isinstance(x, str), "a string"), "l2": (_is_number, "a finite number")}
+            "method": (lambda x: isinstance(x, str), "a string"), "l2": (_is_number, "a finite number"),
+            "family": (lambda x: isinstance(x, str), "a string")}
 
 
 def _options(values: dict) -> dict:
@@ -203,12 +213,57 @@ def _features(features, k: int, pair_ids: list):
             if not isinstance(row.get(key), list):
                 raise _Invalid(f"field '{name}.{key}' must be a list")
             row[key] = _numbers(row[key], f"{name}.{key}", k)
+        if "bow" in row:
+            _bow(row["bow"], f"{name}.bow")
+        if "group" in row and not isinstance(row["group"], str):
+            raise _Invalid(f"field '{name}.group' must be a string")
     ids = [row["id"] for row in rows]
     if ids != pair_ids:
         j = next((j for j, (a, b) in enumerate(zip(ids, pair_ids)) if a != b), min(len(ids), len(pair_ids)))
         raise _Invalid(f"field 'features.rows' does not match 'pair_ids': {len(ids)} rows for {len(pair_ids)} "
                        f"pairs, first difference at index {j}")
     return features
+
+
+def _bow(bow, name: str) -> None:
+    if not (isinstance(bow, list) and len(bow) == 2 and all(isinstance(b, dict) for b in bow)):
+        raise _Invalid(f"field '{name}' must be a list of two objects (word counts of chosen and rejected)")
+    for b in bow:
+        for word, count in b.items():
+            if not _is_int(count) or count < 1:
+                raise _Invalid(f"field '{name}' counts '{word}' {count!r} times; counts are positive integers")
+
+
+def _choice(c, k: int):
+    if c is None:
+        return None
+    if not isinstance(c, dict):
+        raise _Invalid(f"field 'choice' must be an object or null, got {type(c).__name__}")
+    family = c.get("family")
+    if not (isinstance(family, list) and family and all(f in FAMILIES for f in family)
+            and len(set(family)) == len(family)):
+        raise _Invalid(f"field 'choice.family' must be a list of some of {', '.join(FAMILIES)}")
+    if not isinstance(c.get("reason"), str) or not _is_int(c.get("n_pairs")):
+        raise _Invalid("field 'choice' needs a string 'reason' and an integer 'n_pairs'")
+    cv = c.get("cv")
+    if not isinstance(cv, dict) or not all(isinstance(v, dict) and _is_number(v.get("accuracy"))
+                                           and _is_number(v.get("se")) for v in cv.values()):
+        raise _Invalid("field 'choice.cv' must map candidates to {accuracy, se} numbers")
+    m = c.get("model")
+    if not isinstance(m, dict) or not _is_number(m.get("length")) or not _is_number(m.get("word_norm")) \
+            or not m["word_norm"] > 0:
+        raise _Invalid("field 'choice.model' must hold numbers 'length' and 'word_norm' (> 0)")
+    if m.get("attributes") is not None:
+        if not isinstance(m["attributes"], list):
+            raise _Invalid("field 'choice.model.attributes' must be a list or null")
+        _numbers(m["attributes"], "choice.model.attributes", k)
+    elif "attributes" in family:
+        raise _Invalid("field 'choice.model.attributes' is null but the family has attributes")
+    words = m.get("words")
+    if not isinstance(words, dict) or not all(isinstance(v, list) and len(v) == 2 and all(map(_is_number, v))
+                                              for v in words.values()):
+        raise _Invalid("field 'choice.model.words' must map words to [idf, weight]")
+    return c
 
 
 def _validate(obj: Any, where: str) -> ProfileData:
@@ -255,6 +310,7 @@ def _check(obj: Any) -> ProfileData:
     if n_pairs != len(pair_ids):
         raise _Invalid(f"field 'n_pairs' is {n_pairs} but 'pair_ids' lists {len(pair_ids)}")
     features = _features(obj.get("features"), k, pair_ids)
+    choice = _choice(obj.get("choice"), k)
     try:  # Python's json reads NaN and 1e999; in fields not checked above they would stop save()
         json.dumps(obj, allow_nan=False)
     except ValueError:
@@ -275,4 +331,5 @@ def _check(obj: Any) -> ProfileData:
         created_at=created_at,
         updated_at=updated_at,
         features=features,
+        choice=choice,
     )

@@ -17,6 +17,7 @@ Every method is fitted on the training fold and returns its accuracy on the test
     bt           approximation.fit_bradley_terry (pairwise)
     standardize  per-attribute standardization with training statistics, then qp
     with_length  response length as one more feature, bt fit
+    chosen       drift-cpp's per-user choice among attributes, length and lexical features (choice.py)
     bow_rm       a conventional learned reward model sized for a laptop: Bradley-Terry
                  logistic regression on TF-IDF features of the response text
 

@@ -29,6 +29,7 @@ class Fold:
     W: Optional[np.ndarray] = None                       # (n, k) rewards of the chosen responses
     L: Optional[np.ndarray] = None                       # (n, k) rewards of the rejected responses
     texts: Optional[Sequence[tuple[str, str]]] = None    # (chosen, rejected) strings
+    groups: Optional[Sequence] = None                    # the prompt of each pair, for methods that group
 
     def __post_init__(self) -> None:
         n = None
@@ -48,6 +49,8 @@ class Fold:
             if n is not None and len(texts) != n:
                 raise DriftError(f"{len(texts)} text pairs for {n} feature rows")
             n = len(texts)
+        if self.groups is not None and n is not None and len(self.groups) != n:
+            raise DriftError(f"{len(self.groups)} groups for {n} pairs")
         if n is None:
             raise DriftError("a fold needs reward features (W, L) or texts")
 
@@ -60,6 +63,7 @@ class Fold:
             W=None if self.W is None else self.W[idx],
             L=None if self.L is None else self.L[idx],
             texts=None if self.texts is None else [self.texts[i] for i in idx],
+            groups=None if self.groups is None else [self.groups[i] for i in idx],
         )
 
     def features(self, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -165,12 +169,18 @@ def with_length(train: Fold, test: Fold, l2: float = 1.0) -> float:
 
 
 # ---------------------------------------------------------------- bag-of-words RM
+Doc = Union[str, Mapping[str, int]]  # a response: its text, or its term counts
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
 @lru_cache(maxsize=1 << 16)
-def _term_counts(text: str) -> tuple[tuple[str, int], ...]:
+def _text_counts(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(Counter(_WORD.findall(text.lower())).items())
+
+
+def term_items(doc: Doc) -> tuple[tuple[str, int], ...]:
+    """A document's (term, count) items: of a text, or of counts already taken (a profile stores those)."""
+    return _text_counts(doc) if isinstance(doc, str) else tuple(doc.items())
 
 
 def tokenize(text: str) -> list[str]:
@@ -178,22 +188,27 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def tfidf_fit(docs: Sequence[str]) -> tuple[dict[str, int], np.ndarray]:
-    """Vocabulary (term -> column) and smoothed idf = ln((1 + N) / (1 + df)) + 1 of `docs`."""
+def term_counts(text: str) -> dict[str, int]:
+    """The bag of words of a text, as tfidf_fit and tfidf_transform read it in place of the text."""
+    return dict(_text_counts(text))
+
+
+def tfidf_fit(docs: Sequence[Doc]) -> tuple[dict[str, int], np.ndarray]:
+    """Vocabulary (term -> column) and smoothed idf = ln((1 + N) / (1 + df)) + 1 of `docs` (texts or term counts)."""
     df: Counter = Counter()
     for d in docs:
-        df.update(t for t, _ in _term_counts(d))
+        df.update(t for t, _ in term_items(d))
     vocab = {t: i for i, t in enumerate(sorted(df))}
     N = len(docs)
     idf = np.array([math.log((1 + N) / (1 + df[t])) + 1.0 for t in sorted(df)], dtype=np.float64)
     return vocab, idf
 
 
-def tfidf_transform(docs: Sequence[str], vocab: Mapping[str, int], idf: np.ndarray) -> np.ndarray:
+def tfidf_transform(docs: Sequence[Doc], vocab: Mapping[str, int], idf: np.ndarray) -> np.ndarray:
     """Rows: sublinear tf (1 + ln count) times idf, l2-normalized; terms outside the vocabulary dropped."""
     X = np.zeros((len(docs), len(vocab)), dtype=np.float64)
     for r, d in enumerate(docs):
-        for t, c in _term_counts(d):
+        for t, c in term_items(d):
             j = vocab.get(t)
             if j is not None:
                 X[r, j] = 1.0 + math.log(c)
@@ -202,8 +217,36 @@ def tfidf_transform(docs: Sequence[str], vocab: Mapping[str, int], idf: np.ndarr
     return X / np.where(norms > 0, norms, 1.0)
 
 
+def _pairs_key(pairs: Sequence[tuple[Doc, Doc]]) -> tuple:
+    """Hashable pairs of documents, so that the designs below are cached."""
+    return tuple((c, r) if isinstance(c, str) and isinstance(r, str) else (term_items(c), term_items(r))
+                 for c, r in pairs)
+
+
+def _as_doc(doc) -> Doc:
+    return doc if isinstance(doc, str) else dict(doc)
+
+
 @lru_cache(maxsize=4)
-def _bow_design(train_texts: tuple, test_texts: tuple) -> tuple[np.ndarray, np.ndarray]:
+def _bow_basis(train: tuple) -> tuple:
+    """vocab, idf, X = tfidf(chosen) - tfidf(rejected) of the training pairs, and U, s of X = U S V^T."""
+    docs = [_as_doc(t) for pair in train for t in pair]
+    vocab, idf = tfidf_fit(docs)
+    X = tfidf_transform(docs[0::2], vocab, idf) - tfidf_transform(docs[1::2], vocab, idf)
+    lam, U = np.linalg.eigh(X @ X.T)
+    keep = lam > 1e-10 * max(float(lam.max(initial=0.0)), 1e-300)
+    return vocab, idf, X, U[:, keep], np.sqrt(lam[keep])
+
+
+@lru_cache(maxsize=4)
+def _bow_design(train: tuple, test: tuple) -> tuple[np.ndarray, np.ndarray]:
+    vocab, idf, X, U, s = _bow_basis(train)
+    docs = [_as_doc(t) for pair in test for t in pair]
+    Xt = tfidf_transform(docs[0::2], vocab, idf) - tfidf_transform(docs[1::2], vocab, idf)
+    return U * s, (Xt @ X.T) @ (U / s)
+
+
+def bow_design(train: Sequence[tuple[Doc, Doc]], test: Sequence[tuple[Doc, Doc]]) -> tuple[np.ndarray, np.ndarray]:
     """(Z, Zt): training and test tfidf differences in the row space of the training ones.
 
     With X = tfidf(chosen) - tfidf(rejected) of the training pairs and X = U S V^T, an
@@ -212,15 +255,13 @@ def _bow_design(train_texts: tuple, test_texts: tuple) -> tuple[np.ndarray, np.n
     and the test rows map to Xt V = (Xt X^T) U S^-1. Cached: successive methods (e.g. an l2
     grid) on the same split share the features.
     """
-    vocab, idf = tfidf_fit([t for pair in train_texts for t in pair])
-    X = tfidf_transform([c for c, _ in train_texts], vocab, idf) - tfidf_transform([r for _, r in train_texts], vocab, idf)
-    Xt = (tfidf_transform([c for c, _ in test_texts], vocab, idf)
-          - tfidf_transform([r for _, r in test_texts], vocab, idf))
-    lam, U = np.linalg.eigh(X @ X.T)
-    keep = lam > 1e-10 * max(float(lam.max(initial=0.0)), 1e-300)
-    s = np.sqrt(lam[keep])
-    U = U[:, keep]
-    return U * s, (Xt @ X.T) @ (U / s)
+    return _bow_design(_pairs_key(train), _pairs_key(test))
+
+
+def bow_word_weights(train: Sequence[tuple[Doc, Doc]], c: np.ndarray) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """(vocab, idf, b): the weights b = V c over the vocabulary of a model fitted on bow_design's Z."""
+    vocab, idf, X, U, s = _bow_basis(_pairs_key(train))
+    return vocab, idf, X.T @ ((U / s) @ np.asarray(c, dtype=np.float64))
 
 
 def bow_rm(train: Fold, test: Fold, l2: float = 1.0) -> float:
@@ -230,11 +271,21 @@ def bow_rm(train: Fold, test: Fold, l2: float = 1.0) -> float:
     tf, smoothed idf, l2-normalized rows). The fit is approximation.fit_bradley_terry (damped
     Newton), run exactly in the <= k-dimensional row space of the training differences.
     """
-    Z, Zt = _bow_design(tuple(train.text_pairs("bow_rm")), tuple(test.text_pairs("bow_rm")))
+    Z, Zt = bow_design(train.text_pairs("bow_rm"), test.text_pairs("bow_rm"))
     if Z.shape[1] == 0:  # no word tells the two responses apart in any training pair
         return _accuracy(np.zeros(Zt.shape[0]))
     c = approximation.fit_bradley_terry(Z, np.zeros_like(Z), l2=l2)
     return _accuracy(Zt @ c)
+
+
+def chosen(train: Fold, test: Fold) -> float:
+    """drift-cpp's per-user model choice (choice.choose) on the training pairs, with its defaults."""
+    from .. import choice  # choice reads this module's tfidf features
+
+    W, L = train.features("chosen")
+    Wt, Lt = test.features("chosen")
+    model = choice.choose(W, L, train.text_pairs("chosen"), groups=train.groups).model
+    return _accuracy(choice.margins(model, Wt, Lt, test.text_pairs("chosen")))
 
 
 BASELINES: dict[str, Callable[..., float]] = {
@@ -246,6 +297,7 @@ BASELINES: dict[str, Callable[..., float]] = {
     "bow_rm": bow_rm,
     "standardize": standardize,
     "with_length": with_length,
+    "chosen": chosen,
 }
 
 MethodSpec = Union[str, tuple[str, Mapping[str, Any]]]
