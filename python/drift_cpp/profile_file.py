@@ -42,8 +42,19 @@ class ProfileData:
     created_at: str  # ISO 8601, UTC
     updated_at: str  # ISO 8601, UTC
     # Per-pair rows {"rows": [{"id": str, "w": [k floats], "l": [k floats]}, ...]}: needed by
-    # the logistic / bt methods, which cannot be updated from the sums alone.
+    # the logistic / bt methods, which cannot be updated from the sums alone. In a screened
+    # profile an entry is null where the pair was not scored under that attribute.
     features: Optional[dict] = None
+    # Attribute screening (screening.py): {"options": ScreenOptions fields, "kept": [ids the next
+    # pairs are scored under, besides a random few]}; absent when every pair was scored under every attribute.
+    screen: Optional[dict] = None
+    # What scoring the pairs took, summed over the fit and its updates:
+    # {"tokens_evaluated", "seconds", "items_scored", "items_cached"}.
+    cost: Optional[dict] = None
+
+
+# Fields written only when set, so a profile without them reads as it did before they existed.
+OPTIONAL_FIELDS = ("screen", "cost")
 
 
 FIELDS = [f.name for f in dataclasses.fields(ProfileData)]
@@ -63,7 +74,8 @@ def _to_plain(obj):
 
 def to_json(data: ProfileData) -> str:
     """The profile as JSON text: indent 2, keys in field order, NaN/inf refused."""
-    obj = {name: getattr(data, name) for name in FIELDS}
+    obj = {name: getattr(data, name) for name in FIELDS
+           if not (name in OPTIONAL_FIELDS and getattr(data, name) is None)}
     return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_to_plain) + "\n"
 
 
@@ -109,13 +121,13 @@ def _expect(obj: dict, name: str, kind: type, what: str):
     return value
 
 
-def _numbers(values: list, name: str, length: int) -> list:
+def _numbers(values: list, name: str, length: int, nullable: bool = False) -> list:
     if len(values) != length:
         raise _Invalid(f"field '{name}' has {len(values)} entries but 'attributes' has {length}")
     for i, x in enumerate(values):
-        if not _is_number(x):
+        if not (_is_number(x) or (nullable and x is None)):
             raise _Invalid(f"field '{name}[{i}]' must be a finite number, got {x!r}")
-    return [float(x) for x in values]
+    return [None if x is None else float(x) for x in values]
 
 
 # p is v/|v| (or a regression's coefficients at unit norm), or all zero when v = 0.
@@ -185,7 +197,8 @@ def _timestamp(value: str, name: str) -> str:
     return value
 
 
-def _features(features, k: int, pair_ids: list):
+def _features(features, k: int, pair_ids: list, screened: bool):
+    """Null entries (pair not scored under an attribute) only in a screened profile, in w and l alike."""
     if features is None:
         return None
     if not isinstance(features, dict):
@@ -202,7 +215,10 @@ def _features(features, k: int, pair_ids: list):
         for key in ("w", "l"):
             if not isinstance(row.get(key), list):
                 raise _Invalid(f"field '{name}.{key}' must be a list")
-            row[key] = _numbers(row[key], f"{name}.{key}", k)
+            row[key] = _numbers(row[key], f"{name}.{key}", k, nullable=screened)
+        mismatch = [i for i, (w, l) in enumerate(zip(row["w"], row["l"])) if (w is None) != (l is None)]
+        if mismatch:
+            raise _Invalid(f"field '{name}' has a null in only one of 'w' and 'l' at index {mismatch[0]}")
     ids = [row["id"] for row in rows]
     if ids != pair_ids:
         j = next((j for j, (a, b) in enumerate(zip(ids, pair_ids)) if a != b), min(len(ids), len(pair_ids)))
@@ -254,7 +270,9 @@ def _check(obj: Any) -> ProfileData:
     updated_at = _timestamp(_expect(obj, "updated_at", str, "a string"), "updated_at")
     if n_pairs != len(pair_ids):
         raise _Invalid(f"field 'n_pairs' is {n_pairs} but 'pair_ids' lists {len(pair_ids)}")
-    features = _features(obj.get("features"), k, pair_ids)
+    screen = _screen(obj.get("screen"), ids)
+    features = _features(obj.get("features"), k, pair_ids, screened=screen is not None)
+    cost = _cost(obj.get("cost"))
     try:  # Python's json reads NaN and 1e999; in fields not checked above they would stop save()
         json.dumps(obj, allow_nan=False)
     except ValueError:
@@ -275,4 +293,39 @@ def _check(obj: Any) -> ProfileData:
         created_at=created_at,
         updated_at=updated_at,
         features=features,
+        screen=screen,
+        cost=cost,
     )
+
+
+def _screen(screen, ids: set) -> Optional[dict]:
+    if screen is None:
+        return None
+    from .screening import ScreenOptions
+
+    if not isinstance(screen, dict) or set(screen) != {"options", "kept"}:
+        raise _Invalid("field 'screen' must be an object with 'options' and 'kept'")
+    if not isinstance(screen["options"], dict):
+        raise _Invalid("field 'screen.options' must be an object")
+    try:
+        ScreenOptions.from_dict(screen["options"], name=lambda key: f"field 'screen.options.{key}'")
+    except (DriftError, TypeError) as e:
+        raise _Invalid(str(e)) from None
+    _id_list(_expect(screen, "kept", list, "a list"), "screen.kept", ids)
+    return screen
+
+
+COST_FIELDS = {"tokens_evaluated": int, "seconds": float, "items_scored": int, "items_cached": int}
+
+
+def _cost(cost) -> Optional[dict]:
+    if cost is None:
+        return None
+    if not isinstance(cost, dict) or set(cost) != set(COST_FIELDS):
+        raise _Invalid(f"field 'cost' must be an object with {', '.join(COST_FIELDS)}")
+    for key, kind in COST_FIELDS.items():
+        value = cost[key]
+        ok = _is_int(value) if kind is int else _is_number(value)
+        if not ok or value < 0:
+            raise _Invalid(f"field 'cost.{key}' must be a number >= 0, got {value!r}")
+    return cost
