@@ -163,3 +163,12 @@ def test_screened_profile_file_round_trip_and_checks(scorer, pairs, attrs, tmp_p
     exhaustive.write_text(json.dumps(data))
     with pytest.raises(DriftError, match=r"features.rows\[0\].w\[0\]' must be a finite number"):
         Profile.load(exhaustive)
+
+
+def test_profile_records_truncation_and_updates_score_alike(smollm, scorer, pairs, attrs, tmp_path):
+    prof = Profile.fit(pairs[:2], scorer, attrs, OPTIONS)
+    assert prof.options.max_response_tokens == scorer.max_response_tokens == 0
+    prof.save(tmp_path / "p.json")
+    assert json.loads((tmp_path / "p.json").read_text())["options"]["max_response_tokens"] == 0
+    with pytest.raises(DriftError, match="scored on whole responses and the scorer reads the first 16 response tokens"):
+        Profile.load(tmp_path / "p.json").update(pairs, Scorer(smollm, max_response_tokens=16, progress=False))

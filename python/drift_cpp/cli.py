@@ -170,8 +170,9 @@ def _fit_options(f):
                      help="qp: the paper's closed form; bt (the default, chosen by the DSP evaluation) and logistic: "
                           "regularized regressions."),
         click.option("--l2", type=float, help="Penalty of bt and logistic (default 1000); larger is closer to qp."),
-        click.option("--max-response-tokens", default=0,
-                     help="Truncate longer responses (0: never; too long is an error).",
+        click.option("--max-response-tokens", default=params.DEFAULT_MAX_RESPONSE_TOKENS, show_default=True,
+                     help="Score responses on their first tokens only (0: whole responses; too long is an error). "
+                          "The profile records it; updates score alike.",
                      callback=_checked("scorer", "check_max_response_tokens")),
         click.option("--no-cache", is_flag=True, help="Do not read or write the score cache."),
         click.option("--exhaustive", is_flag=True, help="Score every pair under every attribute (the paper's way) "
@@ -182,12 +183,13 @@ def _fit_options(f):
     return f
 
 
-def _fit_setup(top, normalize, method, l2, attributes_file, include, exclude, decode_exclude, exhaustive):
+def _fit_setup(top, normalize, method, l2, max_response_tokens, attributes_file, include, exclude, decode_exclude,
+               exhaustive):
     """(FitOptions, attributes, decode_exclude, screen options or None), all checked before any model loads."""
     from .profile import FitOptions, Profile
     from .screening import ScreenOptions
     chosen = {k: v for k, v in (("method", method), ("l2", l2)) if v is not None}
-    options = FitOptions(top, normalize, **chosen)
+    options = FitOptions(top, normalize, max_response_tokens=max_response_tokens, **chosen)
     options.check()
     attrs = _attribute_set(attributes_file, include, exclude)
     decode_exclude = Profile.check_decode_exclude(attrs, _ids(decode_exclude) or [])
@@ -209,8 +211,8 @@ def approximate(ctx, prefs, output, slm, top, attributes_file, include, exclude,
     from .fileio import check_output
     from .preferences import load_pairs
     from .profile import Profile
-    options, attrs, decode_exclude, screen = _fit_setup(top, normalize, method, l2, attributes_file, include,
-                                                        exclude, decode_exclude, exhaustive)
+    options, attrs, decode_exclude, screen = _fit_setup(top, normalize, method, l2, max_response_tokens,
+                                                        attributes_file, include, exclude, decode_exclude, exhaustive)
     check_output(output, inputs=[prefs, attributes_file])
     pairs = load_pairs(prefs)
     scorer = _scorer(ctx, slm, _cache(no_cache), max_response_tokens)
@@ -236,9 +238,9 @@ def approximate_many(ctx, pairs_dir, out_dir, workers, ray_address, slm, top, at
     """Fit one profile per user file of PAIRS_DIR; users whose profile is up to date are skipped."""
     from .many import Job, approximate_many as run
     from .scorer import Cost
-    options, attrs, decode_exclude, screen = _fit_setup(top, normalize, method, l2, attributes_file, include,
-                                                        exclude, decode_exclude, exhaustive)
-    job = Job(slm, _options(ctx), max_response_tokens, attrs, options, screen, tuple(decode_exclude))
+    options, attrs, decode_exclude, screen = _fit_setup(top, normalize, method, l2, max_response_tokens,
+                                                        attributes_file, include, exclude, decode_exclude, exhaustive)
+    job = Job(slm, _options(ctx), attrs, options, screen, tuple(decode_exclude))
     total = []
 
     def done(name, result):
@@ -352,7 +354,7 @@ def profile_update(ctx, path, more, slm, no_cache, as_json):
     prof = Profile.load(path)
     prof.check_updatable()
     pairs = load_pairs(more)
-    scorer = _scorer(ctx, slm, _cache(no_cache))
+    scorer = _scorer(ctx, slm, _cache(no_cache), prof.options.max_response_tokens)
     added = prof.update(pairs, scorer)
     prof.save(path)
     if not as_json:
@@ -380,7 +382,7 @@ def profile_add_attributes(ctx, path, prefs, attributes_file, slm, no_cache):
     prof.check_updatable()
     new = load_attributes_file(attributes_file, into=prof.attributes)
     pairs = load_pairs(prefs)
-    prof.add_attributes(new.attributes, pairs, _scorer(ctx, slm, _cache(no_cache)))
+    prof.add_attributes(new.attributes, pairs, _scorer(ctx, slm, _cache(no_cache), prof.options.max_response_tokens))
     prof.save(path)
     click.echo(f"{path}: {len(prof.attributes)} attributes")
 
@@ -400,7 +402,7 @@ def predict(ctx, profile_path, pairs_path, slm, as_json, no_cache):
     from .profile import Profile
     prof = Profile.load(profile_path)
     pairs = load_pairs(pairs_path)
-    margins = prof.predict(pairs, _scorer(ctx, slm, _cache(no_cache)))
+    margins = prof.predict(pairs, _scorer(ctx, slm, _cache(no_cache), prof.options.max_response_tokens))
     rows = [{"id": p.id, "margin": float(m), "prefers": "chosen" if m > 0 else "rejected" if m < 0 else "tie"}
             for p, m in zip(pairs, margins)]
     acc = approximation.accuracy(margins)
@@ -682,7 +684,8 @@ def demo(ctx, no_cache, llm, slm):
 @click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes (TOML or JSON).")
 @click.option("--include", help="Only these attribute ids (comma-separated).")
 @click.option("--exclude", help="Leave out these attribute ids.")
-@click.option("--max-response-tokens", default=0, help="Truncate longer responses (0: never).",
+@click.option("--max-response-tokens", default=params.DEFAULT_MAX_RESPONSE_TOKENS, show_default=True,
+              help="Score responses on their first tokens only (0: whole responses).",
               callback=_checked("scorer", "check_max_response_tokens"))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--plot", type=click.Path(), help="Write accuracy vs k as a PNG (needs matplotlib).")

@@ -37,7 +37,6 @@ class Job:
     """What every user's fit shares."""
     slm: Optional[str]
     model_options: ModelOptions
-    max_response_tokens: int
     attributes: AttributeSet
     options: FitOptions
     screen: Optional[ScreenOptions]
@@ -63,8 +62,8 @@ class Fitter:
 
     def __init__(self, job: Job):
         self.job = job
-        self.scorer = Scorer(load_model(job.slm, job.model_options), max_response_tokens=job.max_response_tokens,
-                             progress=False)
+        self.scorer = Scorer(load_model(job.slm, job.model_options),
+                             max_response_tokens=job.options.max_response_tokens, progress=False)
 
     def fit(self, task: Task) -> Result:
         j = self.job
@@ -115,7 +114,7 @@ def plan(pairs_dir: Path, out_dir: Path, job: Job, cache) -> tuple[list[Task], l
             skipped.append(name)
             continue
         requests, _ = pair_requests(pairs, job.attributes.base, job.attributes.attributes)
-        keys = [request_key(model, job.max_response_tokens, r) for r in requests]
+        keys = [request_key(model, job.options.max_response_tokens, r) for r in requests]
         tasks.append(Task(name, pairs, cache.get_many(keys) if cache else {}))
         targets[name] = target
     return tasks, skipped, targets

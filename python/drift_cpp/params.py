@@ -21,6 +21,9 @@ DEFAULT_BETA = 0.5  # the paper's strength of personalization is 1/beta
 BETA_RANGE = (1e-6, 1e38)
 FLOAT32_MAX = 3.4028234663852886e38
 INT32_MAX = 2**31 - 1  # the engine's ints (max_tokens, top_k, n_ctx)
+# Response tokens a fit (approximate, evaluate) scores by default; 0 scores whole responses.
+# Chosen on DSP by accuracy against cost: docs/screening.md, "Truncation".
+DEFAULT_MAX_RESPONSE_TOKENS = 64
 
 
 def check_beta(beta: float, name: str = "beta") -> float:

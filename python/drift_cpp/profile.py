@@ -8,7 +8,7 @@ rows, so new pairs or new attributes are added by scoring only what is new.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -19,7 +19,7 @@ from .errors import DriftError
 from .models import Model
 from .preferences import PreferencePair
 from .screening import ScreenOptions
-from .scorer import Cost, ScoreRequest, Scorer
+from .scorer import Cost, ScoreRequest, Scorer, check_max_response_tokens
 
 NORMALIZE = ("sum", "mean")
 
@@ -30,6 +30,8 @@ class FitOptions:
     normalize: str = "sum"      # "sum": summed log-ratio (paper); "mean": per response token
     method: str = approximation.DEFAULT_METHOD  # "qp": the paper's closed form; "logistic", "bt": regressions
     l2: float = approximation.DEFAULT_L2        # penalty of "logistic" and "bt"
+    # Response tokens scored (0: all). Profile.fit records its scorer's; updates must score alike.
+    max_response_tokens: int = 0
 
     def check(self, name: Callable[[str], str] = lambda key: f"--{key}") -> None:
         """The one place these values are checked; `name` says how errors name an option."""
@@ -42,6 +44,10 @@ class FitOptions:
             raise DriftError(f"{name('top')} must be at least 1, got {self.top}")
         if not (math.isfinite(self.l2) and self.l2 > 0):
             raise DriftError(f"{name('l2')} must be a positive finite number, got {self.l2!r}")
+        try:
+            check_max_response_tokens(self.max_response_tokens)
+        except DriftError as e:
+            raise DriftError(f"{name('max_response_tokens')}: {e}") from None
 
 
 def _system(prompt: str, pair: PreferencePair) -> tuple[str, tuple]:
@@ -122,6 +128,7 @@ class Profile:
             options: FitOptions = FitOptions(), decode_exclude: Iterable[str] = (),
             screen: Optional[ScreenOptions] = ScreenOptions()) -> "Profile":
         """Scores the pairs and fits p. screen=None scores every pair under every attribute (exhaustive)."""
+        options = replace(options, max_response_tokens=scorer.max_response_tokens)
         options.check()
         if screen is not None:
             screen.check()
@@ -156,7 +163,7 @@ class Profile:
     def update(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> int:
         """Adds the pairs not seen before; returns how many were new. Only those are scored."""
         self.check_updatable()
-        self.check_model(scorer.model)
+        self.check_scorer(scorer)
         seen = set(self.pair_ids)
         new = [p for p in pairs if p.id not in seen]
         if new:
@@ -181,7 +188,7 @@ class Profile:
     def add_attributes(self, new: Sequence[Attribute], pairs: Sequence[PreferencePair], scorer: Scorer) -> None:
         """Adds attribute columns, scoring only those columns (the base comes from the cache)."""
         self.check_updatable()
-        self.check_model(scorer.model)
+        self.check_scorer(scorer)
         by_id = {p.id: p for p in pairs}
         missing = [i for i in self.pair_ids if i not in by_id]
         if missing:
@@ -232,8 +239,9 @@ class Profile:
             rows = data.features["rows"]
             W = np.array([r["w"] for r in rows], dtype=np.float64).reshape(len(rows), k)
             L = np.array([r["l"] for r in rows], dtype=np.float64).reshape(len(rows), k)
-        # Profiles written before l2 was recorded were fitted with l2 = 1.
-        options = FitOptions(**{"l2": 1.0, **data.options})
+        # Profiles written before l2 was recorded were fitted with l2 = 1, and those before
+        # max_response_tokens was recorded on whole responses (approximate's default then).
+        options = FitOptions(**{"l2": 1.0, "max_response_tokens": 0, **data.options})
         profile = cls(data.model, attributes, options, data.decode_exclude, data.pair_ids, W, L,
                       np.array(data.sums), np.array(data.p), data.selected, data.created_at, data.updated_at)
         profile.path = path
@@ -262,7 +270,8 @@ class Profile:
             schema_version=profile_file.SCHEMA_VERSION, model=self.model, base=d["base"], attributes=d["attributes"],
             sums=self.sums.tolist(), n_pairs=self.n_pairs, p=self.p.tolist(), selected=self.selected,
             decode_exclude=self.decode_exclude,
-            options={"top": o.top, "normalize": o.normalize, "method": o.method, "l2": o.l2},
+            options={"top": o.top, "normalize": o.normalize, "method": o.method, "l2": o.l2,
+                     "max_response_tokens": o.max_response_tokens},
             pair_ids=self.pair_ids, created_at=self.created_at, updated_at=self.updated_at, features=features,
             screen=screen, cost=self.cost.to_dict())
 
@@ -278,6 +287,15 @@ class Profile:
 
     def unit_implicit_preference(self) -> np.ndarray:
         return approximation.unit_implicit_preference(self.sums, max(self.n_pairs, 1))
+
+    def check_scorer(self, scorer: Scorer) -> None:
+        """New rows must be scored like the profile's: by its model, on as many response tokens."""
+        self.check_model(scorer.model)
+        if scorer.max_response_tokens != self.options.max_response_tokens:
+            def say(n):
+                return f"the first {n} response tokens" if n else "whole responses"
+            raise DriftError(f"this profile was scored on {say(self.options.max_response_tokens)} and the scorer "
+                             f"reads {say(scorer.max_response_tokens)}: the rewards would not be comparable")
 
     def check_model(self, model: Model) -> None:
         if not model.same_as(self.model):
@@ -299,6 +317,6 @@ class Profile:
 
     def predict(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> np.ndarray:
         """Margin of each pair: > 0 predicts that 'chosen' is preferred."""
-        self.check_model(scorer.model)
+        self.check_scorer(scorer)
         W, L = reward_features(scorer, pairs, self.attributes.base, self.attributes.attributes, self.options.normalize)
         return approximation.predict(self.p, W, L)

@@ -167,7 +167,8 @@ def _id_list(values: list, name: str, known: set) -> list:
 
 # The fitting options a profile may record, with a check and its wording for each.
 _OPTIONS = {"top": (_is_int, "an integer"), "normalize": (lambda x: isinstance(x, str), "a string"),
-            "method": (lambda x: isinstance(x, str), "a string"), "l2": (_is_number, "a finite number")}
+            "method": (lambda x: isinstance(x, str), "a string"), "l2": (_is_number, "a finite number"),
+            "max_response_tokens": (_is_int, "an integer")}
 
 
 def _options(values: dict) -> dict:
