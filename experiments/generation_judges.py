@@ -518,7 +518,8 @@ def main(argv=None) -> int:
         if not pairs:
             personas[persona]["skipped"] = "no untied training pair, so no profile"
             continue
-        profile = Profile.fit(pairs, scorer, attributes, fit_options)
+        # every pair under every attribute, as when docs/results.md was made (before screening)
+        profile = Profile.fit(pairs, scorer, attributes, fit_options, screen=None)
         profiles[persona] = profile
         personas[persona]["profile"] = {
             "p": dict(zip(attributes.ids, profile.p.tolist())),
