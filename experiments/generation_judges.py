@@ -565,7 +565,8 @@ def main(argv=None) -> int:
         if persona not in decoded:
             personas[persona]["skipped"] = "not decoded in this run (--personas)"
             continue
-        profile = Profile.fit(pairs, scorer, attributes, fit_options)
+        # every pair under every attribute, as when docs/results.md was made (before screening)
+        profile = Profile.fit(pairs, scorer, attributes, fit_options, screen=None)
         profiles[persona] = profile
         persona_pairs[persona] = pairs
         personas[persona]["profile"] = {

@@ -39,7 +39,9 @@ def test_w_and_l_equal_direct_scorer_differences(scorer, demo_pairs):
 
 
 def test_qp_fit_is_the_closed_form_with_top_m(scorer, demo_pairs):
-    prof = Profile.fit(demo_pairs, scorer, builtin_attributes().select(ATTRS), FitOptions(top=3, method="qp"))
+    # exhaustive: with top 3 of 6 attributes screening would leave entries unscored (test_screening.py)
+    prof = Profile.fit(demo_pairs, scorer, builtin_attributes().select(ATTRS), FitOptions(top=3, method="qp"),
+                       screen=None)
     p = prof.p
     assert np.linalg.norm(p) == pytest.approx(1.0)
     W, L = prof.W, prof.L
@@ -56,7 +58,7 @@ def test_default_fit_is_regularized_bradley_terry(scorer, demo_pairs):
     # an unregularized fit. Reference: the penalized BT objective (each pair enters as D_j labelled 1
     # and -D_j labelled 0) is stationary at the optimum b, so its gradient
     # -2 sum_j (1 - sigmoid(D_j b)) D_j + l2 b vanishes; p = b / ||b||.
-    prof = Profile.fit(demo_pairs, scorer, builtin_attributes().select(ATTRS), FitOptions(top=3))
+    prof = Profile.fit(demo_pairs, scorer, builtin_attributes().select(ATTRS), FitOptions(top=3), screen=None)
     assert (prof.options.method, prof.options.l2) == ("bt", 1000.0)
     assert prof.options.l2 == 1000.0
     W, L = prof.W, prof.L

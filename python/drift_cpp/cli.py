@@ -156,44 +156,120 @@ def _attribute_set(attributes_file, include, exclude):
     return attrs.select(_ids(include), _ids(exclude))
 
 
+def _fit_options(f):
+    """The options of a fit, shared by approximate and approximate-many."""
+    for option in reversed([
+        click.option("--slm", default=None, help="Small model for the rewards (default: the embedded model)."),
+        click.option("--top", default=7, show_default=True, help="Attributes used for decoding."),
+        click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes (TOML or JSON)."),
+        click.option("--include", help="Only these attribute ids (comma-separated)."),
+        click.option("--exclude", help="Leave out these attribute ids."),
+        click.option("--decode-exclude", help="Approximate and show, but never decode with, these ids."),
+        click.option("--normalize", type=click.Choice(["sum", "mean"]), default="sum", show_default=True),
+        click.option("--method", type=click.Choice(["qp", "logistic", "bt"]),
+                     help="qp: the paper's closed form; bt (the default, chosen by the DSP evaluation) and logistic: "
+                          "regularized regressions."),
+        click.option("--l2", type=float, help="Penalty of bt and logistic (default 1000); larger is closer to qp."),
+        click.option("--family", help="auto (the default): attributes, length, lexical or a combination, chosen by "
+                                      "cross-validation on your pairs; or one of them, e.g. attributes+length."),
+        click.option("--max-response-tokens", default=params.DEFAULT_MAX_RESPONSE_TOKENS, show_default=True,
+                     help="Score responses on their first tokens only (0: whole responses; too long is an error). "
+                          "The profile records it; updates score alike.",
+                     callback=_checked("scorer", "check_max_response_tokens")),
+        click.option("--no-cache", is_flag=True, help="Do not read or write the score cache."),
+        click.option("--exhaustive", is_flag=True, help="Score every pair under every attribute (the paper's way) "
+                                                        "instead of screening attributes (docs/screening.md)."),
+        click.option("--json", "as_json", is_flag=True, help="Print what was written and what scoring cost, as JSON."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _fit_setup(top, normalize, method, l2, family, max_response_tokens, attributes_file, include, exclude,
+               decode_exclude, exhaustive):
+    """(FitOptions, attributes, decode_exclude, screen options or None), all checked before any model loads."""
+    from .profile import FitOptions, Profile
+    from .screening import ScreenOptions
+    chosen = {k: v for k, v in (("method", method), ("l2", l2), ("family", family)) if v is not None}
+    options = FitOptions(top, normalize, max_response_tokens=max_response_tokens, **chosen)
+    options.check()
+    attrs = _attribute_set(attributes_file, include, exclude)
+    decode_exclude = Profile.check_decode_exclude(attrs, _ids(decode_exclude) or [])
+    return options, attrs, decode_exclude, None if exhaustive else ScreenOptions()
+
+
 @main.command()
 @click.argument("prefs", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="Profile JSON to write.")
-@click.option("--slm", default=None, help="Small model for the rewards (default: the embedded model).")
-@click.option("--top", default=7, show_default=True, help="Attributes used for decoding.")
-@click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes (TOML or JSON).")
-@click.option("--include", help="Only these attribute ids (comma-separated).")
-@click.option("--exclude", help="Leave out these attribute ids.")
-@click.option("--decode-exclude", help="Approximate and show, but never decode with, these ids.")
-@click.option("--normalize", type=click.Choice(["sum", "mean"]), default="sum", show_default=True)
-@click.option("--method", type=click.Choice(["qp", "logistic", "bt"]),
-              help="qp: the paper's closed form; bt (the default, chosen by the DSP evaluation) and logistic: "
-                   "regularized regressions.")
-@click.option("--l2", type=float, help="Penalty of bt and logistic (default 1000); larger is closer to qp.")
-@click.option("--family", help="auto (the default): attributes, length, lexical or a combination, chosen by "
-                               "cross-validation on your pairs; or one of them, e.g. attributes+length.")
-@click.option("--max-response-tokens", default=0, help="Truncate longer responses (0: never; too long is an error).",
-              callback=_checked("scorer", "check_max_response_tokens"))
-@click.option("--no-cache", is_flag=True, help="Do not read or write the score cache.")
+@_fit_options
 @click.pass_context
 @_errors
 def approximate(ctx, prefs, output, slm, top, attributes_file, include, exclude, decode_exclude, normalize, method,
-                l2, family, max_response_tokens, no_cache):
-    """Fit a profile from preference pairs (JSONL or CSV with prompt, chosen, rejected)."""
+                l2, family, max_response_tokens, no_cache, exhaustive, as_json):
+    """Fit a profile from preference pairs (JSONL or CSV with prompt, chosen, rejected).
+
+    The first pairs are scored under every attribute, later ones under those that matter so far
+    and a few at random (attribute screening); --exhaustive scores them all."""
     from .fileio import check_output
     from .preferences import load_pairs
-    from .profile import FitOptions, Profile
-    chosen = {k: v for k, v in (("method", method), ("l2", l2), ("family", family)) if v is not None}
-    options = FitOptions(top, normalize, **chosen)
-    options.check()
+    from .profile import Profile
+    options, attrs, decode_exclude, screen = _fit_setup(top, normalize, method, l2, family, max_response_tokens,
+                                                        attributes_file, include, exclude, decode_exclude, exhaustive)
     check_output(output, inputs=[prefs, attributes_file])
     pairs = load_pairs(prefs)
-    attrs = _attribute_set(attributes_file, include, exclude)
-    decode_exclude = Profile.check_decode_exclude(attrs, _ids(decode_exclude) or [])
     scorer = _scorer(ctx, slm, _cache(no_cache), max_response_tokens)
-    profile = Profile.fit(pairs, scorer, attrs, options, decode_exclude)
+    profile = Profile.fit(pairs, scorer, attrs, options, decode_exclude, screen)
     profile.save(output)
-    click.echo(f"wrote {output}: {len(pairs)} pairs, {len(attrs)} attributes")
+    _report(profile, output, f"wrote {output}: {len(pairs)} pairs, {len(attrs)} attributes", as_json)
+
+
+@main.command("approximate-many")
+@click.argument("pairs_dir", type=click.Path())
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(),
+              help="Directory of profiles: USER.json for each pairs file USER.jsonl (.csv, .json).")
+@click.option("--workers", type=click.IntRange(1, 4096), default=None,
+              help="Processes (or Ray actors), each with its own sLM at the global --threads "
+                   "[default: the CPU cores, or the Ray cluster's CPUs].")
+@click.option("--ray", "ray_address", default=None,
+              help="Fit on this Ray cluster (e.g. 10.0.0.1:6379, or 'auto'); needs pip install 'drift-cpp[ray]'.")
+@_fit_options
+@click.pass_context
+@_errors
+def approximate_many(ctx, pairs_dir, out_dir, workers, ray_address, slm, top, attributes_file, include, exclude,
+                     decode_exclude, normalize, method, l2, family, max_response_tokens, no_cache, exhaustive, as_json):
+    """Fit one profile per user file of PAIRS_DIR; users whose profile is up to date are skipped."""
+    from .many import Job, approximate_many as run
+    from .scorer import Cost
+    options, attrs, decode_exclude, screen = _fit_setup(top, normalize, method, l2, family, max_response_tokens,
+                                                        attributes_file, include, exclude, decode_exclude, exhaustive)
+    job = Job(slm, _options(ctx), attrs, options, screen, tuple(decode_exclude))
+    total = []
+
+    def done(name, result):
+        total.append(result)
+        if not as_json:
+            click.echo(f"{name}: {result.data.n_pairs} pairs, {Cost(**result.data.cost).line()}")
+
+    fitted, skipped = run(pairs_dir, out_dir, job, _cache(no_cache), workers, ray_address, done)
+    cost = sum((Cost(**r.data.cost) for r in total), Cost())
+    if as_json:
+        click.echo(json.dumps({"fitted": sorted(fitted), "skipped": skipped, "cost": cost.to_dict()}, indent=2))
+    else:
+        click.echo(f"{len(fitted)} profiles written to {out_dir}, {len(skipped)} up to date; in all {cost.line()}")
+
+
+def _report(profile, path, line: str, as_json: bool) -> None:
+    """What approximate and profile update did: the file, the screen, and the cost of scoring."""
+    if as_json:
+        click.echo(json.dumps({"profile": str(path), "n_pairs": profile.n_pairs,
+                               "n_attributes": len(profile.attributes), "selected": profile.selected,
+                               "screened": profile.screen is not None, "cost": profile.cost.to_dict(),
+                               "scored_fraction": profile.scored_fraction()}, indent=2))
+        return
+    click.echo(line)
+    how = (f"screened: {profile.scored_fraction():.0%} of the pair x attribute entries scored"
+           if profile.screen is not None else "exhaustive: every pair under every attribute")
+    click.echo(f"{profile.cost.line()} (total for this profile; {how})")
     _show(profile)
 
 
@@ -273,10 +349,11 @@ def _plot(prof, out):
 @click.argument("more", type=click.Path())
 @click.option("--slm", default=None)
 @click.option("--no-cache", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print what was written and what scoring cost, as JSON.")
 @click.pass_context
 @_errors
-def profile_update(ctx, path, more, slm, no_cache):
-    """Add the new pairs of MORE (only those are scored)."""
+def profile_update(ctx, path, more, slm, no_cache, as_json):
+    """Add the new pairs of MORE (only those are scored; a screened profile keeps screening)."""
     from .fileio import check_output
     from .preferences import load_pairs
     from .profile import Profile
@@ -284,11 +361,14 @@ def profile_update(ctx, path, more, slm, no_cache):
     prof = Profile.load(path)
     prof.check_updatable()
     pairs = load_pairs(more)
-    added = prof.update(pairs, _scorer(ctx, slm, _cache(no_cache)))
+    scorer = _scorer(ctx, slm, _cache(no_cache), prof.options.max_response_tokens)
+    added = prof.update(pairs, scorer)
     prof.save(path)
+    if not as_json:
+        click.echo(scorer.cost.line() + " for this update")
     chosen = f"; model: {'+'.join(prof.choice.family)}" if prof.choice else ""
-    click.echo(f"{path}: added {added} new pairs ({len(pairs) - added} already included), {prof.n_pairs} in all"
-               f"{chosen}")
+    _report(prof, path, f"{path}: added {added} new pairs ({len(pairs) - added} already included), "
+                        f"{prof.n_pairs} in all{chosen}", as_json)
 
 
 @profile.command("add-attributes")
@@ -310,7 +390,7 @@ def profile_add_attributes(ctx, path, prefs, attributes_file, slm, no_cache):
     prof.check_updatable()
     new = load_attributes_file(attributes_file, into=prof.attributes)
     pairs = load_pairs(prefs)
-    prof.add_attributes(new.attributes, pairs, _scorer(ctx, slm, _cache(no_cache)))
+    prof.add_attributes(new.attributes, pairs, _scorer(ctx, slm, _cache(no_cache), prof.options.max_response_tokens))
     prof.save(path)
     click.echo(f"{path}: {len(prof.attributes)} attributes")
 
@@ -330,7 +410,7 @@ def predict(ctx, profile_path, pairs_path, slm, as_json, no_cache):
     from .profile import Profile
     prof = Profile.load(profile_path)
     pairs = load_pairs(pairs_path)
-    margins = prof.predict(pairs, _scorer(ctx, slm, _cache(no_cache)))
+    margins = prof.predict(pairs, _scorer(ctx, slm, _cache(no_cache), prof.options.max_response_tokens))
     rows = [{"id": p.id, "margin": float(m), "prefers": "chosen" if m > 0 else "rejected" if m < 0 else "tie"}
             for p, m in zip(pairs, margins)]
     acc = approximation.accuracy(margins)
@@ -769,7 +849,8 @@ def demo(ctx, no_cache, llm, slm):
 @click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes (TOML or JSON).")
 @click.option("--include", help="Only these attribute ids (comma-separated).")
 @click.option("--exclude", help="Leave out these attribute ids.")
-@click.option("--max-response-tokens", default=0, help="Truncate longer responses (0: never).",
+@click.option("--max-response-tokens", default=params.DEFAULT_MAX_RESPONSE_TOKENS, show_default=True,
+              help="Score responses on their first tokens only (0: whole responses).",
               callback=_checked("scorer", "check_max_response_tokens"))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--plot", type=click.Path(), help="Write accuracy vs k as a PNG (needs matplotlib).")
@@ -797,9 +878,10 @@ def evaluate(ctx, prefs, slm, splits, attributes_file, include, exclude, max_res
     results = evaluation.cross_validate(W, L, [(p.chosen, p.rejected) for p in pairs], ks, splits,
                                         methods=evaluation.user_methods())
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(json.dumps({**results, "cost": scorer.cost.to_dict()}, indent=2))
     else:
         click.echo(evaluation.format_table(results, f"Accuracy on held-out pairs of {prefs} ({splits} splits)"))
+        click.echo(scorer.cost.line())
     if plot:
         evaluation.plot(results, plot)
         click.echo(f"wrote {plot}", err=as_json)

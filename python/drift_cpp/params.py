@@ -26,6 +26,9 @@ INT32_MAX = 2**31 - 1  # the engine's ints (max_tokens, top_k, n_ctx)
 # where the default fit already beats the length baseline by 6 points (0.658 against 0.594), beyond the
 # ±0.03-0.08 spread over seeds; nothing measures fewer pairs, and one or two picks are mostly noise.
 MIN_PROFILE_PAIRS = 5
+# Response tokens a fit (approximate, evaluate) scores by default; 0 scores whole responses.
+# Chosen on DSP by accuracy against cost: docs/screening.md, "Truncation".
+DEFAULT_MAX_RESPONSE_TOKENS = 64
 
 
 def check_beta(beta: float, name: str = "beta") -> float:

@@ -10,18 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import approximation, choice, profile_file
+from . import approximation, choice, profile_file, screening
 from .attributes import Attribute, AttributeSet, builtin_attributes
 from .errors import DriftError
 from .evaluation.methods import term_counts
 from .models import Model
 from .preferences import PreferencePair
-from .scorer import ScoreRequest, Scorer
+from .screening import ScreenOptions
+from .scorer import Cost, ScoreRequest, Scorer, check_max_response_tokens
 
 NORMALIZE = ("sum", "mean")
 
@@ -33,6 +34,8 @@ class FitOptions:
     method: str = approximation.DEFAULT_METHOD  # "qp": the paper's closed form; "logistic", "bt": regressions
     l2: float = approximation.DEFAULT_L2        # penalty of "logistic" and "bt"
     family: str = choice.AUTO   # "auto": chosen per user by cross-validation; or e.g. "attributes+length"
+    # Response tokens scored (0: all). Profile.fit records its scorer's; updates must score alike.
+    max_response_tokens: int = 0
 
     def check(self, name: Callable[[str], str] = lambda key: f"--{key}") -> None:
         """The one place these values are checked; `name` says how errors name an option."""
@@ -45,6 +48,10 @@ class FitOptions:
             raise DriftError(f"{name('top')} must be at least 1, got {self.top}")
         if not (math.isfinite(self.l2) and self.l2 > 0):
             raise DriftError(f"{name('l2')} must be a positive finite number, got {self.l2!r}")
+        try:
+            check_max_response_tokens(self.max_response_tokens)
+        except DriftError as e:
+            raise DriftError(f"{name('max_response_tokens')}: {e}") from None
         choice.parse_family(self.family, name("family"))
 
 
@@ -56,21 +63,44 @@ def _system(prompt: str, pair: PreferencePair) -> tuple[str, tuple]:
     return prompt, messages
 
 
-def reward_features(scorer: Scorer, pairs: Sequence[PreferencePair], base: Attribute,
-                    attributes: Sequence[Attribute], normalize: str = "sum") -> tuple[np.ndarray, np.ndarray]:
-    """(W, L), each of shape (n_pairs, n_attributes): the zero-shot rewards of chosen and rejected."""
+def pair_requests(pairs: Sequence[PreferencePair], base: Attribute, attributes: Sequence[Attribute],
+                  columns: Optional[Sequence[Sequence[int]]] = None) -> tuple[list[ScoreRequest], list[tuple[int, int]]]:
+    """The requests that score the pairs (chosen, then rejected, under the base prompt and each attribute
+    of `columns`, by default all), and the (pair, prompt) each two of them fill; prompt 0 is the base."""
     prompts = [base] + list(attributes)
-    requests = []
-    for pair in pairs:
-        for a in prompts:
-            system, conversation = _system(a.prompt, pair)
+    if columns is None:
+        columns = [range(len(attributes))] * len(pairs)
+    requests, where = [], []
+    for j, pair in enumerate(pairs):
+        for i in [-1] + list(columns[j]):
+            system, conversation = _system(prompts[i + 1].prompt, pair)
             for response in (pair.chosen, pair.rejected):
                 requests.append(ScoreRequest(system, conversation, response, label=pair.id))
-    scores = scorer.score(requests, what=f"scoring {len(pairs)} pairs x {len(prompts)} prompts")
-    lp = scores.logprob.reshape(len(pairs), len(prompts), 2)
+            where.append((j, i + 1))
+    return requests, where
+
+
+def reward_features(scorer: Scorer, pairs: Sequence[PreferencePair], base: Attribute,
+                    attributes: Sequence[Attribute], normalize: str = "sum",
+                    columns: Optional[Sequence[Sequence[int]]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(W, L), each of shape (n_pairs, n_attributes): the zero-shot rewards of chosen and rejected.
+
+    With `columns` (attribute indices, one list per pair) a pair is scored only under the base
+    prompt and those attributes; the other entries of its rows are NaN."""
+    prompts = [base] + list(attributes)
+    requests, where = pair_requests(pairs, base, attributes, columns)
+    n_items = len(where)
+    what = (f"scoring {len(pairs)} pairs x {len(prompts)} prompts" if n_items == len(pairs) * len(prompts)
+            else f"scoring {len(pairs)} pairs x {n_items / max(len(pairs), 1):.1f} prompts (screened)")
+    scores = scorer.score(requests, what=what)
+    lp = np.full((len(pairs), len(prompts), 2), np.nan)
+    n_tokens = np.full((len(pairs), len(prompts), 2), np.nan)
+    rows, cols = np.array(where, dtype=np.int64).reshape(-1, 2).T
+    lp[rows, cols] = scores.logprob.reshape(n_items, 2)
+    n_tokens[rows, cols] = scores.n_tokens.reshape(n_items, 2)
     rewards = lp[:, 1:, :] - lp[:, :1, :]
     if normalize == "mean":
-        rewards = rewards / scores.n_tokens.reshape(len(pairs), len(prompts), 2)[:, 1:, :]
+        rewards = rewards / n_tokens[:, 1:, :]
     return rewards[:, :, 0], rewards[:, :, 1]
 
 
@@ -96,7 +126,10 @@ class Profile:
     attributes selected for decoding. profile_file only reads and writes it (ProfileData).
 
     W and L are None for a profile stored without its per-pair rows: it decodes and predicts,
-    but nothing can be added to it.
+    but nothing can be added to it. With `screen` (screening.ScreenOptions) pairs are scored under
+    the attributes that matter so far (screening.py); entries not scored are NaN. Without it every
+    pair is scored under every attribute (--exhaustive, and profiles made before screening).
+    `cost` adds up what scoring this profile's pairs took (fit, updates, added attributes).
 
     bows holds each pair's bag of words (chosen, rejected), for the length and lexical families;
     None for profiles written before them, which then choose among attributes only. `choice` is the
@@ -113,16 +146,23 @@ class Profile:
         self.created_at, self.updated_at = created_at, updated_at
         self.bows, self.choice, self.groups = bows, choice, groups
         self.path = None  # the file it was loaded from, to name it in errors
+        self.screen: Optional[ScreenOptions] = None
+        self.cost = Cost()
 
     # -- building ---------------------------------------------------------
     @classmethod
     def fit(cls, pairs: Sequence[PreferencePair], scorer: Scorer, attributes: AttributeSet,
-            options: FitOptions = FitOptions(), decode_exclude: Iterable[str] = ()) -> "Profile":
+            options: FitOptions = FitOptions(), decode_exclude: Iterable[str] = (),
+            screen: Optional[ScreenOptions] = ScreenOptions()) -> "Profile":
+        """Scores the pairs and fits p. screen=None scores every pair under every attribute (exhaustive)."""
+        options = replace(options, max_response_tokens=scorer.max_response_tokens)
         options.check()
+        if screen is not None:
+            screen.check()
         decode_exclude = cls.check_decode_exclude(attributes, decode_exclude)
-        W, L = reward_features(scorer, pairs, attributes.base, attributes.attributes, options.normalize)
         profile = cls._empty(scorer.model, attributes, options, decode_exclude)
-        profile._add_rows([p.id for p in pairs], W, L, pair_bows(pairs), pair_groups(pairs))
+        profile.screen = screen
+        profile._score_pairs(pairs, scorer)
         return profile
 
     @staticmethod
@@ -150,12 +190,11 @@ class Profile:
     def update(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> int:
         """Adds the pairs not seen before; returns how many were new. Only those are scored."""
         self.check_updatable()
-        self.check_model(scorer.model)
+        self.check_scorer(scorer)
         seen = set(self.pair_ids)
         new = [p for p in pairs if p.id not in seen]
         if new:
-            W, L = reward_features(scorer, new, self.attributes.base, self.attributes.attributes, self.options.normalize)
-            self._add_rows([p.id for p in new], W, L, pair_bows(new), pair_groups(new))
+            self._score_pairs(new, scorer)
         return len(new)
 
     def remove(self, ids: Iterable[str]) -> int:
@@ -167,13 +206,30 @@ class Profile:
         if removed:
             self.pair_ids = [self.pair_ids[i] for i in keep]
             self.W, self.L = self.W[keep], self.L[keep]
+            self.bows = None if self.bows is None else [self.bows[i] for i in keep]
+            self.groups = None if self.groups is None else [self.groups[i] for i in keep]
             self._refit()
         return removed
+
+    def _score_pairs(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> None:
+        """Scores new pairs after the profile's own and refits: all columns, or those screening picks."""
+        before, attrs, start = scorer.cost, self.attributes, self.n_pairs
+        runs = screening.blocks(start, len(pairs), self.screen) if self.screen else [(start, start + len(pairs))]
+        for a, b in runs:  # positions in the profile; a screened run's columns come from the rows before it
+            columns = None if self.screen is None else screening.block_columns(
+                self.W, self.L, a, b - a, self.options.top, self.screen, self._fit)
+            run = pairs[a - start : b - start]
+            W, L = reward_features(scorer, run, attrs.base, attrs.attributes, self.options.normalize, columns)
+            self._add_rows([p.id for p in run], W, L, pair_bows(run), pair_groups(run))
+        self.cost += scorer.cost - before
+
+    def _fit(self, W: np.ndarray, L: np.ndarray) -> np.ndarray:
+        return approximation.fit(W, L, self.options.method, self.options.l2)
 
     def add_attributes(self, new: Sequence[Attribute], pairs: Sequence[PreferencePair], scorer: Scorer) -> None:
         """Adds attribute columns, scoring only those columns (the base comes from the cache)."""
         self.check_updatable()
-        self.check_model(scorer.model)
+        self.check_scorer(scorer)
         by_id = {p.id: p for p in pairs}
         missing = [i for i in self.pair_ids if i not in by_id]
         if missing:
@@ -183,7 +239,9 @@ class Profile:
         if not added:
             return
         ordered = [by_id[i] for i in self.pair_ids]
+        before = scorer.cost
         W_new, L_new = reward_features(scorer, ordered, self.attributes.base, added, self.options.normalize)
+        self.cost += scorer.cost - before
         self.attributes = extended
         self.W, self.L = np.hstack([self.W, W_new]), np.hstack([self.L, L_new])
         self._refit()
@@ -197,11 +255,14 @@ class Profile:
         self._refit()
 
     def _refit(self) -> None:
-        self.sums = (self.W - self.L).sum(axis=0)
-        self.p = approximation.fit(self.W, self.L, self.options.method, self.options.l2)
+        # Screened profiles: each unscored entry counts at its column's mean (screening.impute);
+        # a profile scored under every attribute is fitted on W and L as they are.
+        W, L = screening.impute(self.W, self.L)
+        self.sums = (W - L).sum(axis=0)
+        self.p = self._fit(W, L)
         self.choice = None
         if self.n_pairs:  # the family is chosen anew as pairs accumulate
-            self.choice = choice.choose(self.W, self.L, self.bows, self.options.method, self.options.l2,
+            self.choice = choice.choose(W, L, self.bows, self.options.method, self.options.l2,
                                         choice.parse_family(self.options.family), self.groups)
             if "attributes" in self.choice.family and self.choice.family != ("attributes",):
                 # Decode with the attribute direction of the joint fit: the other families carry their own share.
@@ -231,39 +292,71 @@ class Profile:
             L = np.array([r["l"] for r in rows], dtype=np.float64).reshape(len(rows), k)
             bows = [tuple(r["bow"]) for r in rows] if all("bow" in r for r in rows) else None
             groups = [r["group"] for r in rows] if all("group" in r for r in rows) else None
-        # Profiles written before l2 was recorded were fitted with l2 = 1.
-        options = FitOptions(**{"l2": 1.0, **data.options})
+        # Profiles written before l2 was recorded were fitted with l2 = 1, and those before
+        # max_response_tokens was recorded on whole responses (approximate's default then).
+        options = FitOptions(**{"l2": 1.0, "max_response_tokens": 0, **data.options})
         profile = cls(data.model, attributes, options, data.decode_exclude, data.pair_ids, W, L,
                       np.array(data.sums), np.array(data.p), data.selected, data.created_at, data.updated_at,
                       bows=bows, choice=None if data.choice is None else choice_from_dict(data.choice), groups=groups)
         profile.path = path
+        if data.screen is not None:
+            profile.screen = ScreenOptions.from_dict(data.screen["options"])
+        if data.cost is not None:
+            profile.cost = Cost(**data.cost)
         return profile
 
     def save(self, path) -> None:
+        profile_file.save(path, self.to_data())
+
+    def to_data(self) -> profile_file.ProfileData:
         d = self.attributes.to_dict()
         o = self.options
+        nulls = lambda row: [None if np.isnan(x) else x for x in row.tolist()]  # noqa: E731 (not scored)
         features = None if self.W is None else {
-            "rows": [{"id": i, "w": w.tolist(), "l": l.tolist()} for i, w, l in zip(self.pair_ids, self.W, self.L)]}
+            "rows": [{"id": i, "w": nulls(w), "l": nulls(l)} for i, w, l in zip(self.pair_ids, self.W, self.L)]}
         if features is not None and self.bows is not None:
             for row, bow in zip(features["rows"], self.bows):
                 row["bow"] = [dict(bow[0]), dict(bow[1])]
         if features is not None and self.groups is not None:
             for row, group in zip(features["rows"], self.groups):
                 row["group"] = group
-        profile_file.save(path, profile_file.ProfileData(
+        screen = None
+        if self.screen is not None:
+            next_point = screening.decision_point(self.n_pairs, self.screen)
+            kept = [] if self.W is None else screening.kept_at(self.W, self.L, next_point, self.options.top,
+                                                               self.screen, self._fit)
+            screen = {"options": self.screen.to_dict(), "kept": [self.attributes.ids[i] for i in kept]}
+        return profile_file.ProfileData(
             schema_version=profile_file.SCHEMA_VERSION, model=self.model, base=d["base"], attributes=d["attributes"],
             sums=self.sums.tolist(), n_pairs=self.n_pairs, p=self.p.tolist(), selected=self.selected,
             decode_exclude=self.decode_exclude,
-            options={"top": o.top, "normalize": o.normalize, "method": o.method, "l2": o.l2, "family": o.family},
+            options={"top": o.top, "normalize": o.normalize, "method": o.method, "l2": o.l2, "family": o.family,
+                     "max_response_tokens": o.max_response_tokens},
             pair_ids=self.pair_ids, created_at=self.created_at, updated_at=self.updated_at, features=features,
-            choice=None if self.choice is None else choice_to_dict(self.choice)))
+            choice=None if self.choice is None else choice_to_dict(self.choice), screen=screen,
+            cost=self.cost.to_dict())
 
     @property
     def n_pairs(self) -> int:
         return len(self.pair_ids)
 
+    def scored_fraction(self) -> float:
+        """Share of the pair x attribute entries scored (1 without screening)."""
+        if self.W is None or self.W.size == 0:
+            return 1.0
+        return float(np.mean(~np.isnan(self.W)))
+
     def unit_implicit_preference(self) -> np.ndarray:
         return approximation.unit_implicit_preference(self.sums, max(self.n_pairs, 1))
+
+    def check_scorer(self, scorer: Scorer) -> None:
+        """New rows must be scored like the profile's: by its model, on as many response tokens."""
+        self.check_model(scorer.model)
+        if scorer.max_response_tokens != self.options.max_response_tokens:
+            def say(n):
+                return f"the first {n} response tokens" if n else "whole responses"
+            raise DriftError(f"this profile was scored on {say(self.options.max_response_tokens)} and the scorer "
+                             f"reads {say(scorer.max_response_tokens)}: the rewards would not be comparable")
 
     def check_model(self, model: Model) -> None:
         if not model.same_as(self.model):
@@ -285,7 +378,7 @@ class Profile:
 
     def predict(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> np.ndarray:
         """Margin of each pair by the chosen model: > 0 predicts that 'chosen' is preferred."""
-        self.check_model(scorer.model)
+        self.check_scorer(scorer)
         W, L = reward_features(scorer, pairs, self.attributes.base, self.attributes.attributes, self.options.normalize)
         if self.choice is None:
             return approximation.predict(self.p, W, L)

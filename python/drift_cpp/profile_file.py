@@ -45,12 +45,23 @@ class ProfileData:
     # Per-pair rows {"rows": [{"id": str, "w": [k floats], "l": [k floats]}, ...]}: needed by
     # the logistic / bt methods, which cannot be updated from the sums alone. A row may hold
     # "bow": [{word: count} of chosen, of rejected], read by the length and lexical families, and
-    # "group": a hash of the pair's prompt, by which the family choice cross-validates.
+    # "group": a hash of the pair's prompt, by which the family choice cross-validates. In a screened
+    # profile an entry of "w" / "l" is null where the pair was not scored under that attribute.
     features: Optional[dict] = None
     # The model family chosen for this user (choice.py): {"family": [...], "reason", "n_pairs",
     # "cv": {name: {"accuracy", "se"}}, "model": {"attributes", "length", "words", "word_norm"}}.
     # Absent in older profiles, which decode with the attributes only.
     choice: Optional[dict] = None
+    # Attribute screening (screening.py): {"options": ScreenOptions fields, "kept": [ids the next
+    # pairs are scored under, besides a random few]}; absent when every pair was scored under every attribute.
+    screen: Optional[dict] = None
+    # What scoring the pairs took, summed over the fit and its updates:
+    # {"tokens_evaluated", "seconds", "items_scored", "items_cached"}.
+    cost: Optional[dict] = None
+
+
+# Fields written only when set, so a profile without them reads as it did before they existed.
+OPTIONAL_FIELDS = ("choice", "screen", "cost")
 
 
 FIELDS = [f.name for f in dataclasses.fields(ProfileData)]
@@ -70,9 +81,8 @@ def _to_plain(obj):
 
 def to_json(data: ProfileData) -> str:
     """The profile as JSON text: indent 2, keys in field order, NaN/inf refused."""
-    obj = {name: getattr(data, name) for name in FIELDS}
-    if obj["choice"] is None:  # profiles without a choice stay as they were written before it
-        del obj["choice"]
+    obj = {name: getattr(data, name) for name in FIELDS
+           if not (name in OPTIONAL_FIELDS and getattr(data, name) is None)}
     return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_to_plain) + "\n"
 
 
@@ -118,13 +128,13 @@ def _expect(obj: dict, name: str, kind: type, what: str):
     return value
 
 
-def _numbers(values: list, name: str, length: int) -> list:
+def _numbers(values: list, name: str, length: int, nullable: bool = False) -> list:
     if len(values) != length:
         raise _Invalid(f"field '{name}' has {len(values)} entries but 'attributes' has {length}")
     for i, x in enumerate(values):
-        if not _is_number(x):
+        if not (_is_number(x) or (nullable and x is None)):
             raise _Invalid(f"field '{name}[{i}]' must be a finite number, got {x!r}")
-    return [float(x) for x in values]
+    return [None if x is None else float(x) for x in values]
 
 
 # p is v/|v| (or a regression's coefficients at unit norm), or all zero when v = 0.
@@ -165,7 +175,8 @@ def _id_list(values: list, name: str, known: set) -> list:
 # The fitting options a profile may record, with a check and its wording for each.
 _OPTIONS = {"top": (_is_int, "an integer"), "normalize": (lambda x: isinstance(x, str), "a string"),
             "method": (lambda x: isinstance(x, str), "a string"), "l2": (_is_number, "a finite number"),
-            "family": (lambda x: isinstance(x, str), "a string")}
+            "family": (lambda x: isinstance(x, str), "a string"),
+            "max_response_tokens": (_is_int, "an integer")}
 
 
 def _options(values: dict) -> dict:
@@ -195,7 +206,8 @@ def _timestamp(value: str, name: str) -> str:
     return value
 
 
-def _features(features, k: int, pair_ids: list):
+def _features(features, k: int, pair_ids: list, screened: bool):
+    """Null entries (pair not scored under an attribute) only in a screened profile, in w and l alike."""
     if features is None:
         return None
     if not isinstance(features, dict):
@@ -212,7 +224,10 @@ def _features(features, k: int, pair_ids: list):
         for key in ("w", "l"):
             if not isinstance(row.get(key), list):
                 raise _Invalid(f"field '{name}.{key}' must be a list")
-            row[key] = _numbers(row[key], f"{name}.{key}", k)
+            row[key] = _numbers(row[key], f"{name}.{key}", k, nullable=screened)
+        mismatch = [i for i, (w, l) in enumerate(zip(row["w"], row["l"])) if (w is None) != (l is None)]
+        if mismatch:
+            raise _Invalid(f"field '{name}' has a null in only one of 'w' and 'l' at index {mismatch[0]}")
         if "bow" in row:
             _bow(row["bow"], f"{name}.bow")
         if "group" in row and not isinstance(row["group"], str):
@@ -309,8 +324,10 @@ def _check(obj: Any) -> ProfileData:
     updated_at = _timestamp(_expect(obj, "updated_at", str, "a string"), "updated_at")
     if n_pairs != len(pair_ids):
         raise _Invalid(f"field 'n_pairs' is {n_pairs} but 'pair_ids' lists {len(pair_ids)}")
-    features = _features(obj.get("features"), k, pair_ids)
+    screen = _screen(obj.get("screen"), ids)
+    features = _features(obj.get("features"), k, pair_ids, screened=screen is not None)
     choice = _choice(obj.get("choice"), k)
+    cost = _cost(obj.get("cost"))
     try:  # Python's json reads NaN and 1e999; in fields not checked above they would stop save()
         json.dumps(obj, allow_nan=False)
     except ValueError:
@@ -332,4 +349,39 @@ def _check(obj: Any) -> ProfileData:
         updated_at=updated_at,
         features=features,
         choice=choice,
+        screen=screen,
+        cost=cost,
     )
+
+
+def _screen(screen, ids: set) -> Optional[dict]:
+    if screen is None:
+        return None
+    from .screening import ScreenOptions
+
+    if not isinstance(screen, dict) or set(screen) != {"options", "kept"}:
+        raise _Invalid("field 'screen' must be an object with 'options' and 'kept'")
+    if not isinstance(screen["options"], dict):
+        raise _Invalid("field 'screen.options' must be an object")
+    try:
+        ScreenOptions.from_dict(screen["options"], name=lambda key: f"field 'screen.options.{key}'")
+    except (DriftError, TypeError) as e:
+        raise _Invalid(str(e)) from None
+    _id_list(_expect(screen, "kept", list, "a list"), "screen.kept", ids)
+    return screen
+
+
+COST_FIELDS = {"tokens_evaluated": int, "seconds": float, "items_scored": int, "items_cached": int}
+
+
+def _cost(cost) -> Optional[dict]:
+    if cost is None:
+        return None
+    if not isinstance(cost, dict) or set(cost) != set(COST_FIELDS):
+        raise _Invalid(f"field 'cost' must be an object with {', '.join(COST_FIELDS)}")
+    for key, kind in COST_FIELDS.items():
+        value = cost[key]
+        ok = _is_int(value) if kind is int else _is_number(value)
+        if not ok or value < 0:
+            raise _Invalid(f"field 'cost.{key}' must be a number >= 0, got {value!r}")
+    return cost

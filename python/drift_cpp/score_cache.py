@@ -109,6 +109,26 @@ class ScoreCache:
             self._db.close()
 
 
+class MemoryCache:
+    """A score cache in memory, with ScoreCache's get_many and put_many: a worker of approximate-many
+    starts from the scores the driver's cache holds and hands back the ones it computed (`new`)."""
+
+    def __init__(self, entries: Optional[dict] = None):
+        self.entries: dict[str, tuple[float, int]] = dict(entries or {})
+        self.new: list[tuple[str, float, int]] = []
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[float, int]]:
+        return {k: self.entries[k] for k in keys if k in self.entries}
+
+    def put_many(self, entries: Iterable[tuple[str, float, int]]) -> dict[str, tuple[float, int]]:
+        entries = list(entries)
+        for k, lp, n in entries:
+            if k not in self.entries:
+                self.entries[k] = (lp, n)
+                self.new.append((k, lp, n))
+        return self.get_many(k for k, _, _ in entries)
+
+
 def _explain(path: Path, e: sqlite3.DatabaseError) -> str:
     text = str(e)
     if "readonly" in text or "read-only" in text or "unable to open" in text:

@@ -36,11 +36,60 @@ class Scores:
     n_tokens: np.ndarray  # scored tokens of each response
 
 
+@dataclass
+class Cost:
+    """What scoring took: tokens the sLM evaluated, seconds, items scored and items read from the cache."""
+    tokens_evaluated: int = 0
+    seconds: float = 0.0
+    items_scored: int = 0
+    items_cached: int = 0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+
+    def __sub__(self, other: "Cost") -> "Cost":
+        return Cost(*(a - b for a, b in zip(self.as_tuple(), other.as_tuple())))
+
+    def as_tuple(self) -> tuple:
+        return (self.tokens_evaluated, self.seconds, self.items_scored, self.items_cached)
+
+    def to_dict(self) -> dict:
+        return {"tokens_evaluated": self.tokens_evaluated, "seconds": self.seconds,
+                "items_scored": self.items_scored, "items_cached": self.items_cached}
+
+    def line(self) -> str:
+        return (f"scored {self.items_scored} items ({self.items_cached} more from the cache): "
+                f"{self.tokens_evaluated:,} tokens evaluated in {self.seconds:.1f} s")
+
+
+def planned_tokens(work: Sequence[tuple[list, list]]) -> int:
+    """Tokens the native scorer evaluates for (prompt, response) items in this order, from an empty
+    context: as csrc/scorer.cpp does, it keeps the head of the previous prompt (all but its last 2
+    tokens) and evaluates only what follows the prefix shared with it, never leaving one token alone."""
+    total, cached = 0, []
+    for prompt, response in work:
+        head = len(prompt) - 2 if len(prompt) > 3 else 0
+        keep = 0
+        while keep < min(len(cached), head) and cached[keep] == prompt[keep]:
+            keep += 1
+        if head - keep == 1:
+            keep -= 1
+        total += len(prompt) - keep + len(response) - 1
+        cached = prompt[:head]
+    return total
+
+
 def check_max_response_tokens(n: int) -> int:
     """0 means never truncate; a negative count would cut tokens off the end of every response."""
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
         raise DriftError(f"max_response_tokens must be an integer >= 0 (0: never truncate), got {n!r}")
     return n
+
+
+def request_key(model: Model, max_response_tokens: int, request: ScoreRequest) -> str:
+    """The score cache's key of a request, scored by `model` with this truncation."""
+    return score_key(model.identity["sha256"], model.template.name, max_response_tokens,
+                     request.system, as_messages(request.conversation), request.response)
 
 
 class Scorer:
@@ -54,13 +103,13 @@ class Scorer:
         self.cache = cache
         self.max_response_tokens = max_response_tokens
         self.progress = progress
+        self.cost = Cost()  # everything this scorer has scored so far
 
     def _messages(self, request: ScoreRequest) -> list[dict]:
         return [{"role": "system", "content": request.system}] + as_messages(request.conversation)
 
     def _key(self, request: ScoreRequest) -> str:
-        return score_key(self.model.identity["sha256"], self.model.template.name, self.max_response_tokens,
-                         request.system, as_messages(request.conversation), request.response)
+        return request_key(self.model, self.max_response_tokens, request)
 
     def _check(self, request: ScoreRequest) -> None:
         where = request.label or "item"
@@ -89,6 +138,7 @@ class Scorer:
         """Scores of every request; each unique one is evaluated once, and at most once ever with a cache."""
         for r in requests:
             self._check(r)
+        start, tokens = time.monotonic(), self.core.stats["evaluated_tokens"]
         unique = list(dict.fromkeys(requests))
         keys = [self._key(r) for r in unique]
         done = self.cache.get_many(keys) if self.cache else {}
@@ -104,7 +154,8 @@ class Scorer:
             work.append((k, *self.tokens(r, prompt_texts[pk])))
         work.sort(key=lambda w: w[1])
 
-        with _Progress(what, len(work), enabled=self.progress and bool(work)) as bar:
+        planned = planned_tokens([(p, t) for _, p, t in work])
+        with _Progress(what, len(work), planned, enabled=self.progress and bool(work)) as bar:
             for i in range(0, len(work), CHUNK_ITEMS):
                 chunk = work[i : i + CHUNK_ITEMS]
                 results = self.core.score([(p, t) for _, p, t in chunk], False, bar.evaluated)
@@ -112,6 +163,8 @@ class Scorer:
                 done.update(self.cache.put_many(entries) if self.cache else {k: (lp, n) for k, lp, n in entries})
                 bar.advance(len(chunk))
 
+        self.cost += Cost(self.core.stats["evaluated_tokens"] - tokens, time.monotonic() - start,
+                          len(todo), len(unique) - len(todo))
         by_request = {r: done[k] for r, k in zip(unique, keys)}
         return Scores(
             logprob=np.array([by_request[r][0] for r in requests], dtype=np.float64),
@@ -127,17 +180,20 @@ class Scorer:
 
 
 class _Progress:
-    """A click progress bar over items, with tokens/s and the ETA."""
+    """A click progress bar over items, with tokens/s and the ETA.
 
-    def __init__(self, label: str, n_items: int, enabled: bool):
+    The ETA comes from tokens, not items: items differ in length, and the tokens still to
+    evaluate are known in advance (planned_tokens)."""
+
+    def __init__(self, label: str, n_items: int, planned: int, enabled: bool):
         self.enabled = enabled
         self.start = time.monotonic()
         self.base = None  # the scorer's token count when this bar started
         self.rate = 0.0
+        self.planned, self.done = planned, 0
         if enabled:
-            self.bar = click.progressbar(length=n_items, label=label, show_eta=True, show_pos=True,
-                                         file=sys.stderr,
-                                         item_show_func=lambda _: f"{self.rate:.0f} tok/s")
+            self.bar = click.progressbar(length=n_items, label=label, show_eta=False, show_pos=True,
+                                         file=sys.stderr, item_show_func=lambda _: self.status())
 
     def __enter__(self):
         if self.enabled:
@@ -153,9 +209,21 @@ class _Progress:
         if self.base is None:
             self.base = tokens_so_far
             self.start = time.monotonic()
-        self.rate = (tokens_so_far - self.base) / max(time.monotonic() - self.start, 1e-9)
+        self.done = tokens_so_far - self.base
+        self.rate = self.done / max(time.monotonic() - self.start, 1e-9)
         if self.enabled:
             self.bar.render_progress()
+
+    def eta_seconds(self) -> Optional[float]:
+        if self.rate <= 0:
+            return None
+        return max(self.planned - self.done, 0) / self.rate
+
+    def status(self) -> str:
+        eta = self.eta_seconds()
+        if eta is None:
+            return f"{self.planned:,} tokens to evaluate"
+        return f"{self.rate:.0f} tok/s, ETA {int(eta) // 60}:{int(eta) % 60:02d}"
 
     def advance(self, n_items: int) -> None:
         if self.enabled:
