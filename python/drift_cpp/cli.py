@@ -85,7 +85,7 @@ def _cache(no_cache):
     return None if no_cache else ScoreCache()
 
 
-def _scorer(ctx, spec, cache, max_response_tokens=0):
+def _scorer(ctx, spec, cache, max_response_tokens=params.DEFAULT_MAX_RESPONSE_TOKENS):
     from .scorer import Scorer
     return Scorer(_model(ctx, spec), cache=cache, max_response_tokens=max_response_tokens)
 
@@ -137,7 +137,7 @@ def score(ctx, system, prompt, response, model, as_json):
     from .scorer import ScoreRequest
     for name, text in (("--system", system), ("--prompt", prompt), ("--response", response)):
         check_utf8(text, name)
-    scorer = _scorer(ctx, model, cache=None)
+    scorer = _scorer(ctx, model, cache=None, max_response_tokens=0)  # the whole response, as asked
     tokens, per_token = scorer.token_logprobs(ScoreRequest(system, (("user", prompt),), response, label="--response"))
     result = {"logprob": float(per_token.sum()), "n_tokens": len(tokens), "template": scorer.model.template.name}
     if as_json:
@@ -828,8 +828,10 @@ def demo(ctx, no_cache, llm, slm):
     click.echo(f"The example persona wants short, direct answers: {len(pairs)} preference pairs in {DEMO_PAIRS.name}.")
     click.echo(f"Scoring them under {len(DEMO_ATTRIBUTES)} of the 41 attributes with "
                f"{slm or 'the embedded model'} (minutes the first time, seconds from the cache)...")
-    scorer = _scorer(ctx, slm, _cache(no_cache))
-    profile = Profile.fit(pairs, scorer, builtin_attributes().select(DEMO_ATTRIBUTES), FitOptions(top=3))
+    # Whole responses under every attribute: the demo's settings were chosen so (docs/results.md,
+    # "The demo's settings"), and 12 pairs cost little to score in full.
+    scorer = _scorer(ctx, slm, _cache(no_cache), max_response_tokens=0)
+    profile = Profile.fit(pairs, scorer, builtin_attributes().select(DEMO_ATTRIBUTES), FitOptions(top=3), screen=None)
     click.echo("\nTop attributes of this persona:")
     for a, w in profile.decoding_weights():
         click.echo(f"  {a.id:<16}{w:+.3f}")
