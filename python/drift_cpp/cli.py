@@ -828,10 +828,11 @@ def demo(ctx, no_cache, llm, slm):
     click.echo(f"The example persona wants short, direct answers: {len(pairs)} preference pairs in {DEMO_PAIRS.name}.")
     click.echo(f"Scoring them under {len(DEMO_ATTRIBUTES)} of the 41 attributes with "
                f"{slm or 'the embedded model'} (minutes the first time, seconds from the cache)...")
-    # Whole responses under every attribute: the demo's settings were chosen so (docs/results.md,
-    # "The demo's settings"), and 12 pairs cost little to score in full.
+    # The paper's attribute model on whole responses under every attribute: the demo's settings were
+    # chosen so (docs/results.md, "The demo's settings"), and 12 pairs cost little to score in full.
     scorer = _scorer(ctx, slm, _cache(no_cache), max_response_tokens=0)
-    profile = Profile.fit(pairs, scorer, builtin_attributes().select(DEMO_ATTRIBUTES), FitOptions(top=3), screen=None)
+    profile = Profile.fit(pairs, scorer, builtin_attributes().select(DEMO_ATTRIBUTES),
+                          FitOptions(top=3, family="attributes"), screen=None)
     click.echo("\nTop attributes of this persona:")
     for a, w in profile.decoding_weights():
         click.echo(f"  {a.id:<16}{w:+.3f}")
