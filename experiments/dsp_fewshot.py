@@ -42,6 +42,7 @@ import numpy as np
 
 from drift_cpp import approximation, evaluation as ev
 from drift_cpp.attributes import builtin_attributes
+from drift_cpp.cli import DEMO_ATTRIBUTES
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
@@ -88,6 +89,12 @@ SIZES = {
     "reduced": dict(queries=16, attributes=None, max_response_tokens=48, seeds=10,
                     ks=(5, 10, 20), reduction_k=20, cv_min_test=10,
                     l2_grid=(0.001, 0.01, 0.1, 1.0, 10.0, 100.0)),
+    # The real pair's sLM (issue 9): the demo's 14 style attributes, so the 0.5B's ~3-4x slower scoring
+    # fits one thread in about an hour: 24 queries x 15 prompts x (~40 + 5 x <= 64 tokens) ~ 120k tokens.
+    # 24 queries give 14 train-pool queries (56 pairs per persona), enough for k = 40, and 10 test ones.
+    "pair": dict(queries=24, attributes=DEMO_ATTRIBUTES, max_response_tokens=64, seeds=20,
+                 ks=(5, 10, 20, 40), reduction_k=40, cv_min_test=10,
+                 l2_grid=(0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)),
 }
 
 
