@@ -68,3 +68,27 @@ def test_learning_needs_one_profile(tmp_path):
     run = subprocess.run([sys.executable, "-m", "drift_cpp.cli", "--threads", "1", "chat", "--learn", "1"],
                          input="", env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 1 and run.stderr.startswith("error: /ab, /undo and --learn need one --profile")
+
+
+def test_learning_into_a_whole_response_profile_scores_at_its_truncation(smollm, tmp_path):
+    # Profiles made before truncation became the default were scored on whole responses; chat and the
+    # server learn with a scorer at the default truncation, which must follow the profile's own.
+    from drift_cpp import learning
+    from drift_cpp.attributes import builtin_attributes
+    from drift_cpp.preferences import Message, PreferencePair
+    from drift_cpp.scorer import Scorer
+
+    long = " ".join(["The kettle sings while the eggs wait in the cold water."] * 12)  # well over 64 tokens
+    pairs = [PreferencePair((Message("user", q),), c, r, f"p{i}", i + 1) for i, (q, c, r) in enumerate(
+        [("Boil an egg?", "Boil it for nine minutes.", long), ("Tea?", long, "Steep it."),
+         ("Toast?", "Two minutes.", "Toast the bread until golden, then butter it while warm.")])]
+    attrs = builtin_attributes().select(include=ATTRIBUTES)
+    whole = Scorer(smollm, max_response_tokens=0, progress=False)
+    Profile.fit(pairs[:2], whole, attrs).save(tmp_path / "me.json")
+
+    default = Scorer(smollm, max_response_tokens=64, progress=False)
+    learning.add(tmp_path / "me.json", pairs, default, attrs)
+    assert default.max_response_tokens == 64  # restored for the next user
+    learned, scratch = Profile.load(tmp_path / "me.json"), Profile.fit(pairs, whole, attrs)
+    assert learned.options.max_response_tokens == 0 and learned.pair_ids == scratch.pair_ids
+    assert np.allclose(learned.W, scratch.W, atol=1e-4) and np.allclose(learned.L, scratch.L, atol=1e-4)

@@ -101,7 +101,8 @@ def add(path: str | os.PathLike, pairs: Sequence[PreferencePair], scorer: Scorer
         profile = Profile.fit(old + fresh, scorer, attributes, options)
     else:
         profile.check_updatable()
-        profile.update(old + fresh, scorer)
+        with scorer.truncating(profile.options.max_response_tokens):  # rewards comparable with its own
+            profile.update(old + fresh, scorer)
     profile.save(path)
     return Update(profile, len(fresh), before, top(profile))
 

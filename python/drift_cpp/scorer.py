@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -104,6 +105,15 @@ class Scorer:
         self.max_response_tokens = max_response_tokens
         self.progress = progress
         self.cost = Cost()  # everything this scorer has scored so far
+
+    @contextmanager
+    def truncating(self, max_response_tokens: int):
+        """Scores at this truncation inside the block: one scorer serves profiles recorded at different ones."""
+        before, self.max_response_tokens = self.max_response_tokens, check_max_response_tokens(max_response_tokens)
+        try:
+            yield self
+        finally:
+            self.max_response_tokens = before
 
     def _messages(self, request: ScoreRequest) -> list[dict]:
         return [{"role": "system", "content": request.system}] + as_messages(request.conversation)
