@@ -10,7 +10,8 @@ anything again:
     scored, what those cost in tokens, and the test accuracy of the fit it would have made.
 
 Protocol (DSP, Cheng et al. 2023, CC BY-NC 4.0): each persona prefers its own style's response
-over the other four. The scored queries are split into folds by query; each fold's pairs are
+over the other four. CNN/DM (Stiennon et al. 2020): one named worker's own summary comparisons,
+summaries whole; the articles play the queries' part. The scored queries are split into folds by query; each fold's pairs are
 the test pool of a profile fitted on the other folds' pairs, which arrive in a random order
 (several seeds: screening depends on the order). Accuracy is pooled over personas, folds and
 orders; its 95% interval, and that of the difference to exhaustive, come from a bootstrap over
@@ -21,6 +22,7 @@ it between the responses), and each (response, system prompt) item its response 
 by pairs (a DSP chosen response) counts once per profile.
 
     python experiments/screening.py --out benchmarks/results
+    python experiments/screening.py --data cnndm --truncation 0 --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ from dsp_fewshot import PERSONAS, STYLES
 from run_info import command_line, git_rev, log, run
 from screening_scores import DEFAULT_WORK
 
-CITATION = ('DSP data: Cheng et al. 2023, "Everyone Deserves A Reward: Learning Customized Human Preferences" '
-            "(arXiv 2309.03126), CC BY-NC 4.0")
+CITATIONS = {"dsp": 'DSP data: Cheng et al. 2023, "Everyone Deserves A Reward: Learning Customized Human '
+                    'Preferences" (arXiv 2309.03126), CC BY-NC 4.0',
+             "cnndm": 'CNN/DM data: Stiennon et al. 2020, "Learning to summarize from human feedback" '
+                      "(summarize-from-feedback, Modified MIT license; articles from CNN/DailyMail)"}
+TITLES = {"dsp": "DSP", "cnndm": "CNN/DM"}
 TRUNCATIONS = (32, 64, 128)
 N_FOLDS = 4
 ORDERS = 3        # arrival orders (seeds) of the training pairs per fold
@@ -67,7 +72,8 @@ N_PROMPTS = 42
 
 
 class Data:
-    """Rewards of every DSP (query, style) response at a truncation, and the tokens each item costs."""
+    """Rewards of every scored response at a truncation, the tokens each item costs, and the users' pairs:
+    DSP's four personas, or the CNN/DM worker whose comparisons were scored."""
 
     def __init__(self, path: Path):
         with np.load(path, allow_pickle=False) as z:
@@ -77,6 +83,7 @@ class Data:
             self.cap = {k[4:]: int(z[k][0]) for k in z.files if k.startswith("cap|")}
         self.items = [i for i in self.meta["items"] if all(f"{i}|{j}" in self.lp for j in range(N_PROMPTS))]
         self.queries = sorted({i.split("/")[0] for i in self.items})
+        self.users = [self.meta["worker"]] if self.meta["data"] == "cnndm" else list(PERSONAS)
 
     def columns_scored_to(self, t: int) -> list[int]:
         """The attributes whose items (and the base prompt's) were all scored on at least t response tokens."""
@@ -88,18 +95,22 @@ class Data:
         """{item: (41,) summed log-ratio to the base prompt over the first t response tokens}."""
         out = {}
         for item in self.items:
-            sums = np.array([float(np.sum(self.lp[f"{item}|{j}"][:t], dtype=np.float64)) for j in range(N_PROMPTS)])
+            sums = np.array([float(np.sum(self.lp[f"{item}|{j}"][:t or None], dtype=np.float64))
+                             for j in range(N_PROMPTS)])
             out[item] = sums[1:] - sums[0]
         return out
 
     def tokens(self, t) -> dict:
         """{item: ((42,) prompt tokens, (42,) response tokens scored) under each prompt, at truncation t}."""
         return {item: (np.array([self.n_prompt[f"{item}|{j}"] for j in range(N_PROMPTS)]),
-                       np.array([len(self.lp[f"{item}|{j}"][:t]) for j in range(N_PROMPTS)])) for item in self.items}
+                       np.array([len(self.lp[f"{item}|{j}"][:t or None]) for j in range(N_PROMPTS)]))
+                for item in self.items}
 
-    def pairs(self, persona: str) -> list[tuple[str, str, str]]:
-        """(query, chosen item, rejected item) of a persona."""
-        out = []
+    def pairs(self, user: str) -> list[tuple[str, str, str]]:
+        """(query, chosen item, rejected item) of a user: a DSP persona or the CNN/DM worker."""
+        if self.meta["data"] == "cnndm":
+            return [tuple(p) for p in self.meta["pairs"] if p[1] in self.items and p[2] in self.items]
+        persona, out = user, []
         for q in self.queries:
             chosen = f"{q}/{persona}"
             if chosen in self.items:
@@ -130,12 +141,12 @@ def evaluate(data: Data, rewards: dict, tokens: dict, options: ScreenOptions | N
     folds = np.array_split(np.random.default_rng(0).permutation(data.queries), N_FOLDS)
     per_query = {q: [0.0, 0] for q in data.queries}
     spent, full, n_train = [], [], []
-    for persona, fold in itertools.product(PERSONAS, range(N_FOLDS)):
-        pairs = data.pairs(persona)
+    for user, fold in itertools.product(data.users, range(N_FOLDS)):
+        pairs = data.pairs(user)
         test = [p for p in pairs if p[0] in set(folds[fold])]
         train = [p for p in pairs if p[0] not in set(folds[fold])]
         for order in range(ORDERS):
-            rng = np.random.default_rng([order, fold, PERSONAS.index(persona)])
+            rng = np.random.default_rng([order, fold, data.users.index(user)])
             arrived = [train[i] for i in rng.permutation(len(train))]
             W = np.array([rewards[c] for _, c, _ in arrived])
             L = np.array([rewards[r] for _, _, r in arrived])
@@ -154,9 +165,9 @@ def evaluate(data: Data, rewards: dict, tokens: dict, options: ScreenOptions | N
 def whole_pool_cost(data: Data, rewards: dict, tokens: dict, options: ScreenOptions) -> dict:
     """Share of the tokens when a persona's profile is fitted on all of its pairs (the largest n here)."""
     fractions, n, spent, full = [], [], [], []
-    for persona, order in itertools.product(PERSONAS, range(ORDERS)):
-        pairs = data.pairs(persona)
-        arrived = [pairs[i] for i in np.random.default_rng([order, PERSONAS.index(persona)]).permutation(len(pairs))]
+    for user, order in itertools.product(data.users, range(ORDERS)):
+        pairs = data.pairs(user)
+        arrived = [pairs[i] for i in np.random.default_rng([order, data.users.index(user)]).permutation(len(pairs))]
         W = np.array([rewards[c] for _, c, _ in arrived])
         L = np.array([rewards[r] for _, _, r in arrived])
         mask, _ = replay(W, L, options)
@@ -198,32 +209,34 @@ def intervals(result: dict, reference: dict, queries: list[str]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", choices=sorted(TITLES), default="dsp", help="which scores of screening_scores.py")
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    ap.add_argument("--truncation", type=int, default=64, help="response tokens of the screening study")
+    ap.add_argument("--truncation", type=int, default=64, help="response tokens of the screening study (0: whole responses)")
     ap.add_argument("--tokens-per-second", type=float, required=True,
                     help="the scorer's throughput, to turn tokens into time (measured by the scoring run)")
     ap.add_argument("--rate-note", default="", help="where the throughput was measured")
     ap.add_argument("--render", action="store_true", help="only write screening.md again from screening.json")
     args = ap.parse_args(argv)
+    stem = "screening" if args.data == "dsp" else f"screening-{args.data}"
     if args.render:  # the report again, e.g. after the default changed; the numbers stay as measured
-        results = json.loads((args.out / "screening.json").read_text())
+        results = json.loads((args.out / f"{stem}.json").read_text())
         default = ScreenOptions().to_dict()
         results["default"] = next((r for r in results["grid"] if r["options"] == default), None)
         results["chosen_by_rule"] = choose(results["grid"])["options"]
-        atomic_write_text(args.out / "screening.json", json.dumps(results, indent=2) + "\n")
-        atomic_write_text(args.out / "screening.md", markdown(results))
+        atomic_write_text(args.out / f"{stem}.json", json.dumps(results, indent=2) + "\n")
+        atomic_write_text(args.out / f"{stem}.md", markdown(results))
         return 0
     start = time.monotonic()
-    data = Data(args.work / "dsp.npz")
-    log(f"DSP: {len(data.items)} responses of {len(data.queries)} queries scored under all {N_PROMPTS} prompts")
+    data = Data(args.work / f"{args.data}.npz")
+    log(f"{TITLES[args.data]}: {len(data.items)} responses of {len(data.queries)} queries scored under all {N_PROMPTS} prompts")
 
     # Truncation: on the attributes scored up to the largest truncation, and on all of them up to the
     # default's (the scores of the rest stop there).
     trunc_rows = {}
     for cols, ts in ((data.columns_scored_to(max(TRUNCATIONS)), TRUNCATIONS),
                      (list(range(N_PROMPTS - 1)), [t for t in TRUNCATIONS if t <= args.truncation])):
-        if not cols:
+        if not cols or not data.meta["cap"]:  # summaries scored whole are never truncated
             continue
         prompts = [0] + [c + 1 for c in cols]  # the base prompt and these attributes' columns of the tokens
         sub = {t: evaluate(data, {i: r[cols] for i, r in data.rewards(t).items()},
@@ -245,8 +258,8 @@ def main(argv=None) -> int:
         log(f"{options}: {rows[-1]['token_fraction']:.3f} of the tokens, accuracy {rows[-1]['accuracy']:.3f}")
     default = ScreenOptions().to_dict()
     results = {
-        "citation": CITATION, "command": command_line("experiments/screening.py", argv), "git_rev": git_rev(),
-        "data": {"queries": len(data.queries), "responses": len(data.items), "cap": data.meta["cap"],
+        "citation": CITATIONS[args.data], "title": TITLES[args.data], "command": command_line("experiments/screening.py", argv), "git_rev": git_rev(),
+        "data": {"users": data.users, "queries": len(data.queries), "responses": len(data.items), "cap": data.meta["cap"],
                  "model": data.meta["model"], "pairs_per_profile": exhaustive["n_train"]},
         "protocol": {"folds": N_FOLDS, "orders": ORDERS, "bootstrap": BOOTSTRAP, "top": TOP, "fit": "bt l2=1000 sum"},
         "truncation": trunc_rows, "screening_truncation": args.truncation,
@@ -257,9 +270,9 @@ def main(argv=None) -> int:
         "analysis_s": time.monotonic() - start,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "screening.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(args.out / "screening.md", markdown(results))
-    log(f"wrote {args.out / 'screening.md'}")
+    atomic_write_text(args.out / f"{stem}.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(args.out / f"{stem}.md", markdown(results))
+    log(f"wrote {args.out / f'{stem}.md'}")
     return 0
 
 
@@ -270,20 +283,24 @@ def fmt(r: dict) -> str:
 
 def markdown(results: dict) -> str:
     d = results["data"]
-    out = ["# Attribute screening and response truncation on DSP", "", f"{results['citation']}.", "",
+    title = results.get("title", "DSP")  # files from before CNN/DM have no title
+    cap, unit = (f"first {d['cap']}", "queries") if d["cap"] else ("all", "articles")
+    out = [f"# Attribute screening and response truncation on {title}", "", f"{results['citation']}.", "",
            f"- command: `{results['command']}`", f"- git rev: `{results['git_rev']}`",
-           f"- data: {d['queries']} queries, {d['responses']} responses scored under all {N_PROMPTS} prompts "
-           f"(first {d['cap']} response tokens, per token) with {d['model']}; "
+           f"- data: {d['queries']} {unit}, {d['responses']} responses scored under all {N_PROMPTS} prompts "
+           f"({cap} response tokens, per token) with {d['model']}; "
            f"{d['pairs_per_profile']:.0f} training pairs per profile on average",
            f"- protocol: {results['protocol']}", "",
            "## Truncation (exhaustive default fit)", "",
+           *([] if results["truncation"] else ["Not studied here: the summaries are scored whole.", ""]),
            "| attributes | response tokens | tokens per profile | accuracy [95% CI] | vs the longest [95% CI] |",
            "|---|---|---|---|---|"]
     for label, rows in results["truncation"].items():
         for t, r in rows.items():
             out.append(f"| {label} | {t} | {r['tokens']:,.0f} | {fmt(r)} |")
     ex = results["exhaustive"]
-    out += ["", f"## Screening (responses on their first {results['screening_truncation']} tokens)", "",
+    t = results["screening_truncation"]
+    out += ["", f"## Screening ({f'responses on their first {t} tokens' if t else 'whole responses'})", "",
             f"Exhaustive: accuracy {ex['accuracy']:.3f} [{ex['ci'][0]:.3f}, {ex['ci'][1]:.3f}], "
             f"{ex['tokens']:,.0f} tokens per profile.", "",
             f"Share of tokens: at {d['pairs_per_profile']:.0f} training pairs (the folds), and at "

@@ -12,14 +12,15 @@ Data:
     the queries dsp_fewshot.py draws (same split seed), every non-empty style response.
   * CNN/DM comparisons of named human workers, Stiennon et al. 2020, "Learning to summarize
     from human feedback" (Modified MIT; articles under their publishers' terms): the first
-    --articles articles of the worker with most comparisons; prompt "Summarize this article."
-    plus the article, responses the two summaries.
+    --articles articles of the worker with most comparisons; the prompt is family_choice.py's
+    (the instruction and the article's first --article-words words: only the article is cut),
+    the responses the summaries, whole (--cap 0).
 
 Output: one .npz per data set under --work (resumable: it is rewritten after each chunk and
 items already there are skipped). experiments/screening.py reads them.
 
     python experiments/screening_scores.py --data dsp --queries 20 --cap 128 --threads 1
-    python experiments/screening_scores.py --data cnndm --articles 8 --cap 128 --threads 1
+    python experiments/screening_scores.py --data cnndm --articles 12 --cap 0 --threads 1
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ from drift_cpp.fileio import atomic_write_bytes
 from drift_cpp.models import ModelOptions, load_model
 from drift_cpp.scorer import ScoreRequest, Scorer
 from dsp_fewshot import DEFAULT_DATA as DSP_DATA, STYLES, load_dsp, split_queries
+from family_choice import cnndm_prompt
 from run_info import REPO, log, run
 
 CNNDM_DATA = REPO.parent / "shared" / "data" / "cnndm" / "cnndm_workers.jsonl"
-CNNDM_PROMPT = "Summarize this article.\n\n"
 DEFAULT_WORK = Path(os.environ.get("DRIFT_CPP_CACHE", Path.home() / ".cache" / "drift-cpp")) / "screening"
 CHUNK = 48  # items scored between two checkpoints
 
@@ -71,14 +72,18 @@ def cnndm_rows(n_articles: int) -> list[dict]:
     return [r for r in rows if r["worker"] == worker and r["id"] in keep]
 
 
-def cnndm_items(n_articles: int):
-    texts = {}
+def cnndm_items(n_articles: int, words: int):
+    """(texts, meta): meta["pairs"] holds the worker's comparisons as (article, chosen item, rejected item)."""
+    texts, pairs = {}, []
     for r in cnndm_rows(n_articles):
-        for s in r["summaries"]:
-            if not s.strip():
-                continue  # one summary in the data is empty: comparisons with it are skipped
-            texts.setdefault(f"{r['id']}/{hash_text(s)}", (CNNDM_PROMPT + r["article"], s))
-    return texts, {"articles": n_articles}
+        ids = [f"{r['id']}/{hash_text(s)}" for s in r["summaries"]]
+        if not all(s.strip() for s in r["summaries"]):
+            continue  # one summary in the data is empty: comparisons with it are skipped
+        for item, s in zip(ids, r["summaries"]):
+            texts.setdefault(item, (cnndm_prompt(r["article"], words), s))
+        pairs.append((r["id"], ids[r["choice"]], ids[1 - r["choice"]]))
+    return texts, {"articles": n_articles, "article_words": words, "worker": cnndm_rows(n_articles)[0]["worker"],
+                   "pairs": pairs}
 
 
 def hash_text(s: str) -> str:
@@ -91,6 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", choices=("dsp", "cnndm"), required=True)
     ap.add_argument("--queries", type=int, default=20, help="DSP queries")
     ap.add_argument("--articles", type=int, default=8, help="CNN/DM articles of the worker with most comparisons")
+    ap.add_argument("--article-words", type=int, default=100, help="CNN/DM: words of each article in the prompt")
     ap.add_argument("--cap", type=int, default=128, help="response tokens scored (0: all)")
     ap.add_argument("--base-cap", type=int, default=None, help="response tokens scored under the base prompt "
                     "(default: --cap), so that a truncation study on the attributes scored at that cap has its base")
@@ -98,7 +104,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     args = ap.parse_args(argv)
 
-    texts, meta = dsp_items(args.queries) if args.data == "dsp" else cnndm_items(args.articles)
+    texts, meta = dsp_items(args.queries) if args.data == "dsp" else cnndm_items(args.articles, args.article_words)
     attrs = builtin_attributes()
     prompts = [attrs.base] + list(attrs.attributes)
     model = load_model(None, ModelOptions(0, args.threads, None))
