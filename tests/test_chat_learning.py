@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from drift_cpp.cli import SIDE_BY_SIDE_WIDTH
 from drift_cpp.preferences import load_pairs
 from drift_cpp.profile import Profile
 
@@ -40,7 +41,7 @@ def test_picks_land_in_the_pairs_file_and_the_profile_equals_a_fit_from_scratch(
     assert first.prompt[-1].content == SCRIPT[0] and second.prompt[-1].content == SCRIPT[2]
     assert second.prompt[1].content == first.chosen
     table = out.split("\n")
-    assert any(line.startswith(f"{first.chosen.splitlines()[0]:<38} | ") for line in table)
+    assert any(line.startswith(f"{first.chosen.splitlines()[0]:<{SIDE_BY_SIDE_WIDTH}} | ") for line in table)
     assert any(line.endswith(f" | {second.chosen.splitlines()[0]}") for line in table)
 
     profile = Profile.load(tmp_path / "me.json")

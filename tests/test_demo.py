@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-WIDTH = 38  # of each column in the demo's side-by-side output
+from drift_cpp.cli import SIDE_BY_SIDE_WIDTH as WIDTH  # of each column in the side-by-side output
 
 
 def test_demo_fits_the_short_answer_persona_and_answers_side_by_side(tmp_path):

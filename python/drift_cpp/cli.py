@@ -537,7 +537,10 @@ def _sampling(kwargs: dict):
     return sampling
 
 
-def _side_by_side(left: str, right: str, titles=("plain", "personalized"), width: int = 38) -> str:
+SIDE_BY_SIDE_WIDTH = 38  # of each column: two fit an 80-column terminal
+
+
+def _side_by_side(left: str, right: str, titles=("plain", "personalized"), width: int = SIDE_BY_SIDE_WIDTH) -> str:
     import textwrap
     cols = [textwrap.wrap(t, width) or [""] for t in (left, right)]
     n = max(map(len, cols))
