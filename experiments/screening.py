@@ -291,10 +291,9 @@ def markdown(results: dict) -> str:
            f"({cap} response tokens, per token) with {d['model']}; "
            f"{d['pairs_per_profile']:.0f} training pairs per profile on average",
            f"- protocol: {results['protocol']}", "",
-           "## Truncation (exhaustive default fit)", "",
-           *([] if results["truncation"] else ["Not studied here: the summaries are scored whole.", ""]),
-           "| attributes | response tokens | tokens per profile | accuracy [95% CI] | vs the longest [95% CI] |",
-           "|---|---|---|---|---|"]
+           "## Truncation (exhaustive default fit)", ""]
+    out += (["| attributes | response tokens | tokens per profile | accuracy [95% CI] | vs the longest [95% CI] |",
+             "|---|---|---|---|---|"] if results["truncation"] else ["Not studied here: the summaries are scored whole."])
     for label, rows in results["truncation"].items():
         for t, r in rows.items():
             out.append(f"| {label} | {t} | {r['tokens']:,.0f} | {fmt(r)} |")
@@ -304,7 +303,7 @@ def markdown(results: dict) -> str:
             f"Exhaustive: accuracy {ex['accuracy']:.3f} [{ex['ci'][0]:.3f}, {ex['ci'][1]:.3f}], "
             f"{ex['tokens']:,.0f} tokens per profile.", "",
             f"Share of tokens: at {d['pairs_per_profile']:.0f} training pairs (the folds), and at "
-            f"{results['grid'][0]['whole_pool']['n_pairs']:.0f} (each persona's whole pool).", "",
+            f"{results['grid'][0]['whole_pool']['n_pairs']:.0f} (each user's whole pool).", "",
             "| n0 | keep | explore | block | share of tokens | share at the whole pool | accuracy [95% CI] | "
             "vs exhaustive [95% CI] |",
             "|---|---|---|---|---|---|---|---|"]
