@@ -36,9 +36,10 @@ def write_pairs(path: Path, persona: str, n: int) -> None:
     for row in load_dsp(DEFAULT_DATA):
         chosen = row["responses"][persona]
         for style in STYLES:
-            if style != persona and chosen.strip() and row["responses"][style].strip():
+            rejected = row["responses"][style]
+            if style != persona and chosen.strip() and rejected.strip() and rejected != chosen:
                 lines.append(json.dumps({"prompt": row["query"], "chosen": chosen,
-                                         "rejected": row["responses"][style]}))
+                                         "rejected": rejected}))
         if len(lines) >= n:
             break
     path.write_text("\n".join(lines[:n]) + "\n")
