@@ -19,6 +19,7 @@ import pytest
 from drift_cpp.profile import Profile
 
 PROMPT = [{"role": "user", "content": "Tell me about the ocean."}]
+LONG_PROMPT = [{"role": "user", "content": "Write a long essay about the ocean, with ten sections."}]
 GREEDY = {"temperature": 0, "max_tokens": 16}
 KEY = "sesame"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -154,6 +155,17 @@ def test_a_user_name_that_could_leave_the_profiles_directory_is_refused(server, 
     assert {p.name for p in server["profiles"].parent.iterdir()} <= {"cache", "profiles", "server.log"}
 
 
+def _interrupted(server) -> tuple[list[dict], list[dict]]:
+    """The last answers of the slots that were interrupted, once no slot is busy; and the slots."""
+    http = httpx.Client(base_url=server["base"], headers=AUTH)
+    for _ in range(600):  # the state changes once the engine stops; bounded, not a timing assert
+        slots = [s for lane in http.get("/slots").json() for s in lane["slots"]]
+        if not any(s["busy"] for s in slots) and any(s["last"].get("finish_reason") == "interrupted" for s in slots):
+            break
+        time.sleep(0.1)
+    return [s["last"] for s in slots if s["last"].get("finish_reason") == "interrupted"], slots
+
+
 def test_a_client_leaving_mid_stream_stops_its_generation_and_frees_its_session(server):
     max_tokens = 400
     stream = server["client"].chat.completions.create(model=server["model"], messages=PROMPT, user="alice",
@@ -162,15 +174,19 @@ def test_a_client_leaving_mid_stream_stops_its_generation_and_frees_its_session(
     for _, _chunk in zip(range(4), stream):
         pass
     stream.close()
-    http = httpx.Client(base_url=server["base"], headers=AUTH)
-    for _ in range(600):  # the state changes once the engine stops; bounded, not a timing assert
-        slots = [s for lane in http.get("/slots").json() for s in lane["slots"]]
-        if not any(s["busy"] for s in slots) and any(s["last"].get("finish_reason") == "interrupted" for s in slots):
-            break
-        time.sleep(0.1)
-    stopped = [s["last"] for s in slots if s["last"].get("finish_reason") == "interrupted"]
+    stopped, slots = _interrupted(server)
     assert stopped and stopped[0]["completion_tokens"] < 20, slots
     assert _ask(server, user="alice").choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_client_leaving_a_request_answered_in_one_piece_stops_its_generation(server):
+    max_tokens = 1000
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up long before the answer is done
+        httpx.post(f"{server['base']}/v1/chat/completions", headers=AUTH, timeout=httpx.Timeout(10, read=1.0),
+                   json={"model": server["model"], "messages": LONG_PROMPT, "user": "alice", "temperature": 0.8,
+                         "max_tokens": max_tokens, "stop": ["never-in-the-answer"]})
+    stopped, slots = _interrupted(server)
+    assert stopped and stopped[0]["completion_tokens"] < max_tokens // 2, slots
 
 
 def test_three_concurrent_clients_each_get_exactly_their_solo_answer(server):

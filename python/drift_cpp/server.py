@@ -13,6 +13,7 @@ meanwhile steers the requests that come after.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -22,11 +23,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Literal, Optional, Union
+from typing import Awaitable, Callable, Literal, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
 
@@ -43,6 +44,7 @@ from .scorer import Scorer
 
 log = logging.getLogger("drift_cpp.server")
 # OpenAI's user field is free text; here it names a file, so it is held to a plain name.
+DISCONNECT_POLL_S = 0.1  # how often a request answered in one piece checks that its client is still there
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 Number = Union[StrictFloat, StrictInt]
@@ -210,24 +212,37 @@ def _now() -> int:
     return int(time.time())
 
 
+class Gate:
+    """Checks the API key, and announces a chat request to the batcher from its headers on, so that
+    requests sent together are batched together. Plain ASGI: Starlette's BaseHTTPMiddleware would
+    hide a client's disconnect from the endpoint, which must stop the generation then."""
+
+    def __init__(self, app, server: Server):
+        self.app, self.server = app, server
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        key = self.server.api_key
+        if key is not None:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), key.encode()):
+                return await ApiError(401, "invalid API key", code="invalid_api_key").response()(scope, receive, send)
+        if scope["path"] != "/v1/chat/completions":
+            return await self.app(scope, receive, send)
+        request.state.announced = True  # in the scope: the endpoint's request sees it
+        self.server.batcher.announce(1)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _arrived(self.server, request)
+
+
 def create_app(server: Server) -> FastAPI:
     app = FastAPI(title="drift-cpp", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.middleware("http")
-    async def authorize(request: Request, call_next):
-        if server.api_key is not None:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), server.api_key.encode()):
-                return ApiError(401, "invalid API key", code="invalid_api_key").response()
-        if request.url.path != "/v1/chat/completions":
-            return await call_next(request)
-        # Announced from its headers on, so that requests sent together are batched together.
-        request.state.announced = True
-        server.batcher.announce(1)
-        try:
-            return await call_next(request)
-        finally:
-            _arrived(server, request)
+    app.add_middleware(Gate, server=server)
 
     @app.exception_handler(ApiError)
     async def api_error(_request, e: ApiError):
@@ -293,7 +308,9 @@ def create_app(server: Server) -> FastAPI:
         _arrived(server, http)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": _now(), "model": server.model_id}
         if not request.stream:
-            job = await server.generate(formula, messages, sampling)
+            job = await _unless_left(http, server.generate(formula, messages, sampling))
+            if job is None:
+                return Response(status_code=499)  # nobody reads it: the client closed the request
             n, result = len(job.result.tokens), job.result
             return {**head, "object": "chat.completion",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
@@ -303,6 +320,19 @@ def create_app(server: Server) -> FastAPI:
         return StreamingResponse(_stream(server, head, formula, messages, sampling), media_type="text/event-stream")
 
     return app
+
+
+async def _unless_left(http: Request, work: Awaitable):
+    """work's result, or None once the client has left: then work is cancelled. Uvicorn stops a
+    streamed response whose client leaves, but not a handler still awaiting its answer."""
+    task = asyncio.ensure_future(work)
+    while not (await asyncio.wait({task}, timeout=DISCONNECT_POLL_S))[0]:
+        if await http.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
+    return task.result()
 
 
 def _chunk(head: dict, delta: dict, finish_reason: Optional[str] = None) -> str:
