@@ -280,15 +280,20 @@ class GenerationLog:
         self._f = open(path, "a", encoding="utf-8")
 
     @staticmethod
-    def key(fingerprint: str, weights: list, beta: float, prompt: str, sampling) -> str:
+    def key(fingerprint: str, weights: list, beta: float, prompt: str, sampling, bias: Optional[list] = None) -> str:
         parts = [fingerprint, weights, beta, prompt, sampling.temperature, sampling.top_p, sampling.top_k,
                  sampling.min_p, sampling.seed, sampling.max_tokens]
+        # The formula's static biases (end of generation, words) only when it has them, so that
+        # the generations logged before they existed keep their keys.
+        parts += [bias] if bias else []
         return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def generate(self, drift, prompt: str, sampling, fingerprint: str) -> tuple[Answer, Optional[int]]:
         """(answer, tokens generated now, or None when it came from the log)."""
-        k = self.key(fingerprint, [[a, w] for a, w in drift.active_weights], drift.beta if drift.active_weights else 0.0,
-                     prompt, sampling)
+        f = drift.formula
+        bias = [f.eos, [list(w) for w in f.words]] if (f.eos or f.words) else None
+        k = self.key(fingerprint, [[a, w] for a, w in drift.active_weights],
+                     drift.beta if drift.active_weights or bias else 0.0, prompt, sampling, bias)
         if k in self.done:
             return self.answer(self.done[k]), None
         g = drift.generate(prompt, sampling)

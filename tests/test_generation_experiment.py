@@ -116,6 +116,18 @@ def test_label_all_pairs_every_two_answer_sets():
     assert [p.id for p in two] == [p.id for p in gj.label_pairs("short", prompts, *sets[:2])[0]]
 
 
+def test_generation_key_tells_a_biased_formula_from_plain_decoding():
+    # A lexical- or length-only profile has no attribute weights: without its biases in the key its
+    # answers were read back as the plain ones from the log.
+    from drift_cpp.decoding import Sampling
+    s = Sampling(seed=1, max_tokens=8)
+    plain = gj.GenerationLog.key("m", [], 0.0, "q", s)
+    assert gj.GenerationLog.key("m", [], 0.0, "q", s, None) == plain  # logs made before the biases stay valid
+    words = gj.GenerationLog.key("m", [], 0.5, "q", s, [0.0, [["see", 0.08]]])
+    eos = gj.GenerationLog.key("m", [], 0.5, "q", s, [1.5, []])
+    assert len({plain, words, eos}) == 3
+
+
 def test_win_stats_counts_ties_as_half():
     s = gj.win_stats("short", [A("a"), A("a b c"), A("a b")], [A("a b"), A("a"), A("c d")])
     assert (s["wins"], s["ties"], s["losses"], s["n"]) == (1, 1, 1, 3)
