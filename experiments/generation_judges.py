@@ -540,7 +540,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: one per core)")
     ap.add_argument("--personas", default=",".join(PERSONAS),
                     help="comma-separated personas to decode for (default: all); the others are labelled only")
+    ap.add_argument("--family", default=choice.AUTO,
+                    help="the profiles' model family: auto (chosen per persona, the default) or e.g. length")
     args = ap.parse_args(argv)
+    choice.parse_family(args.family)
     decoded = args.personas.split(",")
     if unknown := sorted(set(decoded) - set(PERSONAS)):
         raise DriftError(f"--personas: unknown {', '.join(unknown)} (choose from {', '.join(PERSONAS)})")
@@ -588,7 +591,7 @@ def main(argv=None) -> int:
     cache = ScoreCache(args.cache)
     scorer = Scorer(model, cache=cache, max_response_tokens=cfg["score_tokens"], progress=True)
     log(f"score cache {cache.path}")
-    fit_options = FitOptions(top=TOP, normalize="sum", method="qp")
+    fit_options = FitOptions(top=TOP, normalize="sum", method="qp", family=args.family)
     personas: dict[str, dict] = {}
     profiles, persona_pairs = {}, {}
     for persona in PERSONAS:
