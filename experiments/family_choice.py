@@ -18,7 +18,7 @@ Protocol (nothing is tuned on a test pool):
     them and scored on the whole test pool (evaluation.protocols.holdout). `chosen` is drift-cpp's per-user
     choice (choice.choose), which cross-validates on the k training pairs only, holding out whole prompts.
 
-    python experiments/family_choice.py --threads 1 --out docs/results/family_choice
+    python experiments/family_choice.py --threads 1 --articles 20 --out docs/results/family_choice   # as in docs/results.md
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def add_data_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=0, help="scoring threads (1 on a shared machine)")
     ap.add_argument("--cnndm-data", type=Path, default=CNNDM_DATA, help="default: %(default)s")
     ap.add_argument("--dsp-data", type=Path, default=DSP_DATA, help="default: %(default)s")
-    ap.add_argument("--articles", type=int, default=12, help="articles per CNN/DM worker")
+    ap.add_argument("--articles", type=int, default=12, help="articles per CNN/DM worker (docs/results.md: 20)")
     ap.add_argument("--article-words", type=int, default=100, help="words of each article in the prompt")
     ap.add_argument("--dsp-queries", type=int, default=24, help="dsp_fewshot --size pair's split")
     ap.add_argument("--max-response-tokens", type=int, default=64, help="DSP responses' scored tokens")
