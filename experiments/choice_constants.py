@@ -16,7 +16,7 @@ candidate's mean inner held-out accuracy (the family an oracle would have fixed 
 the rule's, averaged over the ks, maximized over the users. Among configurations within TOLERANCE of
 the least regret, the best mean accuracy, then the most cautious (largest lexical_min, z_many, z_one).
 
-    python experiments/choice_constants.py --threads 1 --out docs/results/family_choice
+    python experiments/choice_constants.py --threads 1 --articles 20 --out docs/results/family_choice
 """
 
 from __future__ import annotations
