@@ -18,7 +18,7 @@ Protocol (nothing is tuned on a test pool):
     them and scored on the whole test pool (evaluation.protocols.holdout). `chosen` is drift-cpp's per-user
     choice (choice.choose), which cross-validates on the k training pairs only, holding out whole prompts.
 
-    python experiments/family_choice.py --threads 1 --out docs/results/family_choice
+    python experiments/family_choice.py --threads 1 --articles 20 --out docs/results/family_choice   # as in docs/results.md
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 
 from drift_cpp import evaluation as ev
 from drift_cpp.attributes import builtin_attributes
+from drift_cpp.cli import DEMO_ATTRIBUTES as ATTRIBUTES  # the demo's 14, as dsp_fewshot --size pair
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
@@ -45,9 +46,6 @@ CITATIONS = ('CNN/DM comparisons: Stiennon et al. 2020, "Learning to summarize f
              'DSP: Cheng et al. 2023, "Everyone Deserves A Reward: Learning Customized Human Preferences" '
              "(arXiv 2309.03126), CC BY-NC 4.0")
 CNNDM_DATA = REPO.parent / "shared" / "data" / "cnndm" / "cnndm_workers.jsonl"
-# The 14 style attributes of the demo and of the measurements issue 13 reports.
-ATTRIBUTES = ("concise", "formal", "vivid", "humor", "energy", "easy", "direct", "exclamatory",
-              "storyteller", "old_fashioned", "internet_slang", "analytic", "empathetic", "creative")
 ARTICLE_SEED = 13
 TRAIN_FRACTION = 0.6
 INSTRUCTION = "Summarize this article:"
@@ -102,56 +100,72 @@ def cnndm_rewards(rows: list[dict], scorer, attributes, words: int) -> dict:
 
 
 def cnndm_fold(rows: list[dict], rewards: dict) -> ev.Fold:
-    W, L, texts = [], [], []
+    W, L, texts, groups = [], [], [], []
     for r in rows:
         c = r["summaries"][r["choice"]]
         x = r["summaries"][1 - r["choice"]]
+        if not (c.strip() and x.strip()):
+            continue  # an empty summary (one in the data) has no reward row: the pair is skipped
+        groups.append(r["id"])
         W.append(rewards[(r["id"], c)])
         L.append(rewards[(r["id"], x)])
         texts.append((c, x))
-    return ev.Fold(W=np.array(W), L=np.array(L), texts=texts, groups=[r["id"] for r in rows])
+    return ev.Fold(W=np.array(W), L=np.array(L), texts=texts, groups=groups)
 
 
 # --------------------------------------------------------------------------- main
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "family_choice")
+def add_data_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options that decide the users' pools and their scores (shared with choice_constants.py)."""
     ap.add_argument("--threads", type=int, default=0, help="scoring threads (1 on a shared machine)")
-    ap.add_argument("--articles", type=int, default=12, help="articles per CNN/DM worker")
+    ap.add_argument("--cnndm-data", type=Path, default=CNNDM_DATA, help="default: %(default)s")
+    ap.add_argument("--dsp-data", type=Path, default=DSP_DATA, help="default: %(default)s")
+    ap.add_argument("--articles", type=int, default=12, help="articles per CNN/DM worker (docs/results.md: 20)")
     ap.add_argument("--article-words", type=int, default=100, help="words of each article in the prompt")
-    ap.add_argument("--dsp-queries", type=int, default=12)
-    ap.add_argument("--max-response-tokens", type=int, default=48, help="DSP responses' scored tokens")
-    ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--ks", default="10,20,40")
-    ap.add_argument("--score-only", action="store_true", help="fill the score cache and stop")
+    ap.add_argument("--dsp-queries", type=int, default=24, help="dsp_fewshot --size pair's split")
+    ap.add_argument("--max-response-tokens", type=int, default=64, help="DSP responses' scored tokens")
     ap.add_argument("--datasets", default="cnndm,dsp", help="which of cnndm, dsp (comma-separated)")
-    args = ap.parse_args(argv)
 
+
+def build_users(args) -> tuple[dict, object, object, list]:
+    """{user: (train fold, test fold)}, the sLM, the attributes and the CNN/DM rows; every unique
+    (prompt, response) is scored once (or read from the score cache)."""
     from drift_cpp.models import ModelOptions, load_model
     from drift_cpp.score_cache import ScoreCache
     from drift_cpp.scorer import Scorer
 
-    log(CITATIONS)
     attributes = builtin_attributes().select(include=ATTRIBUTES)
     model = load_model(None, ModelOptions(threads=max(0, args.threads)))
     cache = ScoreCache()
-    t0 = time.monotonic()
-
     users = {}  # name -> (train fold, test fold)
-    rows = load_cnndm(CNNDM_DATA)
-    cnn_scorer = Scorer(model, cache=cache)
     datasets = set(args.datasets.split(","))
-    for worker in sorted({r["worker"] for r in rows}) if "cnndm" in datasets else ():
+    rows = load_cnndm(args.cnndm_data) if "cnndm" in datasets else []
+    cnn_scorer = Scorer(model, cache=cache)
+    for worker in sorted({r["worker"] for r in rows}):
         train, test = cnndm_pools(rows, worker, args.articles)
         rewards = cnndm_rewards(train + test, cnn_scorer, attributes, args.article_words)
         users[f"cnndm {worker[:6]}"] = (cnndm_fold(train, rewards), cnndm_fold(test, rewards))
+    if "dsp" in datasets:
+        dsp_scorer = Scorer(model, cache=cache, max_response_tokens=args.max_response_tokens)
+        train_rows, test_rows = split_queries(load_dsp(args.dsp_data), args.dsp_queries)
+        rewards, _ = score_items(train_rows + test_rows, dsp_scorer, attributes)
+        for persona in PERSONAS:
+            (train, groups), (test, _) = (persona_pairs(r, persona, rewards) for r in (train_rows, test_rows))
+            users[f"dsp {persona}"] = (replace(train["sum"], groups=groups), test["sum"])
+    return users, model, attributes, rows
 
-    dsp_scorer = Scorer(model, cache=cache, max_response_tokens=args.max_response_tokens)
-    train_rows, test_rows = split_queries(load_dsp(DSP_DATA), args.dsp_queries)
-    rewards, _ = score_items(train_rows + test_rows, dsp_scorer, attributes) if "dsp" in datasets else ({}, 0)
-    for persona in PERSONAS if "dsp" in datasets else ():
-        (train, groups), (test, _) = (persona_pairs(r, persona, rewards) for r in (train_rows, test_rows))
-        users[f"dsp {persona}"] = (replace(train["sum"], groups=groups), test["sum"])
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "family_choice")
+    add_data_arguments(ap)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--ks", default="10,20,40")
+    ap.add_argument("--score-only", action="store_true", help="fill the score cache and stop")
+    args = ap.parse_args(argv)
+
+    log(CITATIONS)
+    t0 = time.monotonic()
+    users, model, attributes, rows = build_users(args)
     scoring_s = time.monotonic() - t0
     log(f"scored (or read from the cache) in {scoring_s:.0f} s")
     if args.score_only:
@@ -159,10 +173,10 @@ def main(argv=None) -> int:
 
     ks = [int(k) for k in args.ks.split(",")]
     results = {name: analyse(train, test, ks, args.seeds) for name, (train, test) in users.items()}
-    timing = fit_timing(users, cnn_scorer.model, attributes, rows, args.article_words)
+    timing = fit_timing(users, model, attributes, rows, args.article_words)
     report = {"citations": CITATIONS, "command": command_line(__file__, argv), "git_rev": git_rev(),
               "model": model.identity, "attributes": list(ATTRIBUTES),
-              "config": {"datasets": sorted(datasets), "articles": args.articles, "article_words": args.article_words, "dsp_queries": args.dsp_queries,
+              "config": {"datasets": sorted(args.datasets.split(",")), "articles": args.articles, "article_words": args.article_words, "dsp_queries": args.dsp_queries,
                          "max_response_tokens": args.max_response_tokens, "seeds": args.seeds, "ks": ks,
                          "article_seed": ARTICLE_SEED, "train_fraction": TRAIN_FRACTION},
               "users": results, "timing": timing}

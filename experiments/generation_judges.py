@@ -15,11 +15,14 @@ here, so each persona's preference is a transparent, deterministic function of t
 Protocol (nothing is tuned on the held-out prompts; every setting below is fixed in code):
   * PROMPTS is a fixed list of 60 everyday prompts; every third one (index % 3 == 2) is
     held out, the other 40 are training prompts.
-  * Training data: two answers per training prompt from the embedded model with plain
-    decoding (temperature 1.0, top-p 0.9, two seeds). The same answers serve every persona;
-    each persona's judge labels each pair (ties and pairs with an empty answer are skipped).
+  * Training data: two answers per training prompt (four in the `terms` size, every two of them
+    a pair) from the embedded model with plain decoding (temperature 1.0, top-p 0.9, one seed
+    per answer). The same answers serve every persona; each persona's judge labels each pair
+    (ties and pairs with an empty answer are skipped).
   * A profile is fitted per persona (Drift Approximation, qp, sum normalization, top 7)
     with the attributes of the size; answers are scored on their first score_tokens tokens.
+    The fit chooses the user's model family (choice.py): the attributes, the length (decoded
+    as an end-of-generation bias) or words (per-token biases), or a combination.
   * On the held-out prompts plain decoding and Drift decoding use the same sampler and the
     same seed per prompt. The judge compares the two answers: win 1, tie 0.5, loss 0. The win
     rate of Drift over plain is reported at beta 0.5 (the paper's default), for the profile
@@ -46,6 +49,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -54,6 +58,7 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
+from drift_cpp import choice
 from drift_cpp.attributes import builtin_attributes
 from drift_cpp.cli import DEMO_ATTRIBUTES
 from drift_cpp.errors import DriftError
@@ -207,7 +212,7 @@ HELD_OUT_PROMPTS = tuple(p for i, p in enumerate(PROMPTS) if i % 3 == 2)  # 20
 PERSONAS = tuple(JUDGES)
 MAIN_BETA = 0.5            # the paper's default; the negated profile is run at this beta
 TEMPERATURE, TOP_P = 1.0, 0.9
-TRAIN_SEEDS = (1, 2)       # the two training answers of prompt i use seed 1000 * s + i
+TRAIN_SEEDS = (1, 2, 3, 4)  # training answer s of prompt i uses seed 1000 * s + i; a size uses the first `answers`
 EVAL_SEED_BASE = 5000      # held-out prompt i: seed 5000 + i for plain and Drift alike
 TOP = 7                    # attributes that steer decoding (paper: 7)
 
@@ -246,7 +251,15 @@ SIZES = {
     # attributes and one beta (+ the negated profile and in-context learning) keep it near 1.5 h.
     "pair": dict(train=20, held_out=10, attributes=PAIR_ATTRIBUTES, max_tokens=64, score_tokens=64,
                  betas=(MAIN_BETA,)),
+    # The decoding terms of the family choice (issue 13): four answers per training prompt, every two of
+    # them a pair (6 per prompt), so that the `short` judge, which ties two cut answers, labels enough
+    # pairs for the choice to leave the attributes (it needs 10). 20 held-out prompts give the win rate a
+    # standard error near 0.1. No in-context baseline: 100+ pairs do not fit its context. ~30 min on one
+    # thread beside other work for the `short` and `plain_words` personas.
+    "terms": dict(train=20, held_out=20, attributes=PAIR_ATTRIBUTES, max_tokens=96, score_tokens=64,
+                  betas=(MAIN_BETA,), answers=4, icl=False),
 }
+ANSWERS, ICL = 2, True  # a size's defaults: two answers per training prompt, the in-context baseline
 
 
 
@@ -267,15 +280,20 @@ class GenerationLog:
         self._f = open(path, "a", encoding="utf-8")
 
     @staticmethod
-    def key(fingerprint: str, weights: list, beta: float, prompt: str, sampling) -> str:
+    def key(fingerprint: str, weights: list, beta: float, prompt: str, sampling, bias: Optional[list] = None) -> str:
         parts = [fingerprint, weights, beta, prompt, sampling.temperature, sampling.top_p, sampling.top_k,
                  sampling.min_p, sampling.seed, sampling.max_tokens]
+        # The formula's static biases (end of generation, words) only when it has them, so that
+        # the generations logged before they existed keep their keys.
+        parts += [bias] if bias else []
         return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def generate(self, drift, prompt: str, sampling, fingerprint: str) -> tuple[Answer, Optional[int]]:
         """(answer, tokens generated now, or None when it came from the log)."""
-        k = self.key(fingerprint, [[a, w] for a, w in drift.active_weights], drift.beta if drift.active_weights else 0.0,
-                     prompt, sampling)
+        f = drift.formula
+        bias = [f.eos, [list(w) for w in f.words]] if (f.eos or f.words) else None
+        k = self.key(fingerprint, [[a, w] for a, w in drift.active_weights],
+                     drift.beta if drift.active_weights or bias else 0.0, prompt, sampling, bias)
         if k in self.done:
             return self.answer(self.done[k]), None
         g = drift.generate(prompt, sampling)
@@ -313,7 +331,7 @@ def run_prompts(label: str, drift, prompts, seeds, max_tokens: int, glog: Genera
 
 
 # ---------------------------------------------------------------------------- analysis
-def label_pairs(persona: str, prompts, answers_a, answers_b) -> tuple[list[PreferencePair], dict]:
+def label_pairs(persona: str, prompts, answers_a, answers_b, tag: str = "") -> tuple[list[PreferencePair], dict]:
     judge = JUDGES[persona]
     pairs, ties, empty = [], 0, 0
     for i, (q, a, b) in enumerate(zip(prompts, answers_a, answers_b)):
@@ -326,8 +344,22 @@ def label_pairs(persona: str, prompts, answers_a, answers_b) -> tuple[list[Prefe
             continue
         chosen, rejected = (a, b) if c == 1.0 else (b, a)
         pairs.append(PreferencePair(prompt=(Message("user", q),), chosen=chosen.text, rejected=rejected.text,
-                                    id=f"{persona}-{i}", line=i))
+                                    id=f"{persona}-{i}{tag}", line=i))
     return pairs, {"n_pairs": len(pairs), "n_ties": ties, "n_empty": empty, "n_prompts": len(prompts)}
+
+
+def label_all(persona: str, prompts, answer_sets) -> tuple[list[PreferencePair], dict]:
+    """label_pairs over every two of the answer sets (one pair of sets: exactly label_pairs)."""
+    combos = list(itertools.combinations(range(len(answer_sets)), 2))
+    pairs, labels = [], {}
+    for a, b in combos:
+        got, counts = label_pairs(persona, prompts, answer_sets[a], answer_sets[b],
+                                  f"-{a}{b}" if len(combos) > 1 else "")
+        pairs += got
+        labels = {k: labels.get(k, 0) + v for k, v in counts.items()}
+    labels["n_prompts"] = len(prompts)
+    labels["n_comparisons"] = len(prompts) * len(combos)
+    return pairs, labels
 
 
 def icl_system(pairs: list[PreferencePair]) -> str:
@@ -391,12 +423,12 @@ def markdown(results: dict) -> str:
         f"- command: `{results['command']}`",
         f"- git rev (`git -C <repo> rev-parse HEAD`): `{results['git_rev']}`",
         _models_line(results),
-        f"- size: {c['size']}: {c['n_train']} training prompts (two answers each, seeds {list(TRAIN_SEEDS)}), "
+        f"- size: {c['size']}: {c['n_train']} training prompts ({c['answers']} answers each, every two a pair), "
         f"{c['n_held_out']} held-out prompts, {len(c['attributes'])} attributes, top {c['top']} steer decoding, "
         f"max_tokens {c['max_tokens']} (profiles score each answer's first {c['score_tokens']} tokens), "
         f"temperature {c['temperature']}, top-p {c['top_p']}",
         f"- answers that ended before max_tokens (the rest were cut there): training "
-        f"{results['stopped_before_max_tokens']['train']} / {2 * c['n_train']}, held-out plain "
+        f"{results['stopped_before_max_tokens']['train']} / {c['answers'] * c['n_train']}, held-out plain "
         f"{results['stopped_before_max_tokens']['plain']} / {c['n_held_out']}",
         f"- time: training answers {results['timing']['train_generation_s']:.0f} s, "
         f"scoring and fitting {results['timing']['fit_s']:.0f} s, held-out generation "
@@ -423,7 +455,7 @@ def markdown(results: dict) -> str:
                    + " | ".join(cells) + f" | {_fmt(r.get('negated'))} | {_fmt(r.get('icl'))} "
                    f"| {_fmt(r.get('drift_vs_icl'))} | {icl_tokens} |")
     stopped = results["stopped_before_max_tokens"]
-    if stopped["train"] + stopped["plain"] < (2 * c["n_train"] + c["n_held_out"]) / 2:
+    if stopped["train"] + stopped["plain"] < (c["answers"] * c["n_train"] + c["n_held_out"]) / 2:
         out += ["", f"Caveat: most plain answers were cut at max_tokens ({c['max_tokens']}), so the judges see "
                 "only each answer's first max_tokens tokens. `short` counts a cut answer as longer than any that "
                 "ended and two cut answers as a tie, so it can only reward an answer that ends; see the "
@@ -437,8 +469,11 @@ def markdown(results: dict) -> str:
         if r.get("skipped"):
             out += ["", f"Skipped: {r['skipped']}", ""]
             continue
-        out += ["", "**Decoding attributes** (top by |p|)", "", "| attribute | p |", "|---|---|"]
-        out += [f"| {a['id']} | {a['p']:+.3f} |" for a in r["profile"]["decoding"]]
+        out += ["", "**Chosen model** (the family choice, as `profile show` says it):", ""]
+        out += [f"- {line}" for line in r["profile"]["explain"]]
+        if r["profile"]["decoding"]:
+            out += ["", "**Decoding attributes** (top by |p|)", "", "| attribute | p |", "|---|---|"]
+            out += [f"| {a['id']} | {a['p']:+.3f} |" for a in r["profile"]["decoding"]]
         out += ["", "| configuration | win rate | wins / ties / losses | mean judge score, Drift | plain | "
                 "Drift answers ended before max_tokens |", "|---|---|---|---|---|---|"]
         rows = [(f"Drift β={b}", s) for b, s in r["beta_sweep"].items()] + [(f"negated β={MAIN_BETA:g}", r["negated"])]
@@ -505,7 +540,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: one per core)")
     ap.add_argument("--personas", default=",".join(PERSONAS),
                     help="comma-separated personas to decode for (default: all); the others are labelled only")
+    ap.add_argument("--family", default=choice.AUTO,
+                    help="the profiles' model family: auto (chosen per persona, the default) or e.g. length")
     args = ap.parse_args(argv)
+    choice.parse_family(args.family)
     decoded = args.personas.split(",")
     if unknown := sorted(set(decoded) - set(PERSONAS)):
         raise DriftError(f"--personas: unknown {', '.join(unknown)} (choose from {', '.join(PERSONAS)})")
@@ -542,8 +580,9 @@ def main(argv=None) -> int:
 
     # 1. two plain answers per training prompt (shared by every persona)
     plain = Drift(llm_name, llm_name, options=options)
+    seeds = TRAIN_SEEDS[: cfg.get("answers", ANSWERS)]
     runs = [run_prompts(f"train answers, seed set {s}", plain, train, [1000 * s + i for i in train_idx], mt, glog, fp)
-            for s in TRAIN_SEEDS]
+            for s in seeds]
     answers = [a for a, _ in runs]
     stopped = {"train": sum(n for _, n in runs)}
     t_train = time.monotonic()
@@ -552,11 +591,11 @@ def main(argv=None) -> int:
     cache = ScoreCache(args.cache)
     scorer = Scorer(model, cache=cache, max_response_tokens=cfg["score_tokens"], progress=True)
     log(f"score cache {cache.path}")
-    fit_options = FitOptions(top=TOP, normalize="sum", method="qp")
+    fit_options = FitOptions(top=TOP, normalize="sum", method="qp", family=args.family)
     personas: dict[str, dict] = {}
     profiles, persona_pairs = {}, {}
     for persona in PERSONAS:
-        pairs, labels = label_pairs(persona, train, *answers)
+        pairs, labels = label_all(persona, train, answers)
         personas[persona] = {"judge": JUDGE_DESCRIPTIONS[persona], "labels": labels}
         log(f"{persona}: {labels['n_pairs']} labelled pairs ({labels['n_ties']} ties, {labels['n_empty']} empty)")
         if not pairs:
@@ -571,7 +610,11 @@ def main(argv=None) -> int:
         persona_pairs[persona] = pairs
         personas[persona]["profile"] = {
             "p": dict(zip(attributes.ids, profile.p.tolist())),
-            "decoding": [{"id": a.id, "p": w} for a, w in profile.decoding_weights()],
+            "decoding": [{"id": a.id, "p": w} for a, w in profile.decoding_weights()] if profile.uses_attributes() else [],
+            "family": choice.family_name(profile.choice.family), "reason": profile.choice.reason,
+            "cv": profile.choice.cv, "length_weight": profile.length_weight(), "words": profile.word_weights(),
+            "explain": choice.explain(profile.choice, [(a.name, w) for a, w in profile.decoding_weights()],
+                                      profile.word_weights()),
         }
     t_fit = time.monotonic()
 
@@ -599,6 +642,13 @@ def main(argv=None) -> int:
         del neg
         generations[f"{persona}/negated"] = neg_answers
         r["negated"] = win_stats(persona, neg_answers, plain_answers) | {"stopped": n_stop}
+        r["win_rate"] = r["beta_sweep"][f"{MAIN_BETA:g}"]["win_rate"]
+        r["negated_win_rate"] = r["negated"]["win_rate"]
+        r["example"] = {"prompt": held_out[0], "plain": plain_answers[0].text,
+                        "drift": generations[f"{persona}/beta={MAIN_BETA:g}"][0].text, "negated": neg_answers[0].text}
+        log(f"{persona}: win rate {r['win_rate']:.2f} at beta {MAIN_BETA:g}, negated {r['negated_win_rate']:.2f}")
+        if not cfg.get("icl", ICL):
+            continue
         # In-context learning: the plain LLM shown the persona's training pairs; its prompt is
         # prefilled once and reused by every held-out prompt (the engine keeps the common prefix).
         system = icl_system(persona_pairs[persona])
@@ -610,11 +660,6 @@ def main(argv=None) -> int:
         r["icl"] = win_stats(persona, icl_answers, plain_answers) | {
             "stopped": n_stop, "prompt_tokens": len(llm.tokenize_prompt(llm.render([{"role": "system", "content": system}])))}
         r["drift_vs_icl"] = win_stats(persona, generations[f"{persona}/beta={MAIN_BETA:g}"], icl_answers)
-        r["win_rate"] = r["beta_sweep"][f"{MAIN_BETA:g}"]["win_rate"]
-        r["negated_win_rate"] = r["negated"]["win_rate"]
-        r["example"] = {"prompt": held_out[0], "plain": plain_answers[0].text,
-                        "drift": generations[f"{persona}/beta={MAIN_BETA:g}"][0].text, "negated": neg_answers[0].text}
-        log(f"{persona}: win rate {r['win_rate']:.2f} at beta {MAIN_BETA:g}, negated {r['negated_win_rate']:.2f}")
     glog.close()
     t_done = time.monotonic()
 
@@ -627,7 +672,7 @@ def main(argv=None) -> int:
                    "attributes": list(attributes.ids), "top": TOP, "max_tokens": mt,
                    "score_tokens": cfg["score_tokens"],
                    "temperature": TEMPERATURE, "top_p": TOP_P, "betas": list(cfg["betas"]), "main_beta": MAIN_BETA,
-                   "train_seeds": [[1000 * s + i for i in train_idx] for s in TRAIN_SEEDS],
+                   "train_seeds": [[1000 * s + i for i in train_idx] for s in seeds], "answers": len(seeds),
                    "eval_seeds": eval_seeds, "fit": dataclasses.asdict(fit_options), "personas": list(PERSONAS),
                    "judges": JUDGE_DESCRIPTIONS},
         "prompts": {"train": list(train), "held_out": list(held_out)},

@@ -59,10 +59,28 @@ def test_a_handful_of_pairs_falls_back_to_the_attributes(kind):
     assert picks(kind, 8) == {"attributes": len(SEEDS)}
 
 
-def test_noise_rarely_picks_a_family():
-    # Six candidates on coin flips: one of them clears two standard errors now and then (2 of these
-    # 10 users at 40 pairs, 1 of 30 others); the rule then falls back only as far as the evidence says.
-    assert picks("noise", 20)["attributes"] >= 9 and picks("noise", 40)["attributes"] >= 8
+def test_a_length_taste_is_followed_from_20_pairs():
+    # One weight needs only the margin (Z_ONE = 0): the former two-standard-error gate chose length
+    # alone for 7 of these 10 users.
+    assert picks("length", 20)["length"] >= 8
+
+
+@pytest.mark.parametrize("n", [10, 16])
+def test_words_are_never_tried_below_lexical_min_pairs(n):
+    assert n < choice.LEXICAL_MIN_PAIRS
+    assert not any("lexical" in f for f in picks("lexical", n))
+
+
+def test_coin_flips_rarely_pick_the_words():
+    # ... but length, whose gate is the margin alone, about half the time (weights of 0.4-0.9 per e-fold,
+    # against 2.0 fitted for a true length taste).
+    got = picks("noise", 40)
+    assert sum(v for f, v in got.items() if "lexical" in f) <= 2, got
+
+
+def test_an_attribute_taste_keeps_the_attributes_from_20_pairs():
+    # The cost of the low length gate is false alarms; where the attributes explain the taste they are rare.
+    assert picks("attributes", 20)["attributes"] >= 7
 
 
 def test_length_model_weight_has_the_taste_s_sign():

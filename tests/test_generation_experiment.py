@@ -105,6 +105,29 @@ def test_label_pairs_skips_ties_and_empty_answers():
     assert pairs[0].prompt[0].content == "q1" and pairs[0].prompt[0].role == "user"
 
 
+def test_label_all_pairs_every_two_answer_sets():
+    prompts = ["q1", "q2"]
+    sets = [[A("a b c"), A("x")], [A("a"), A("x y")], [A("a b"), A("z")]]
+    pairs, labels = gj.label_all("short", prompts, sets)
+    assert labels == {"n_pairs": 5, "n_ties": 1, "n_empty": 0, "n_prompts": 2, "n_comparisons": 6}
+    assert len({p.id for p in pairs}) == 5  # distinct ids: a profile keys its rows by them
+    assert ("a", "a b c") in [(p.chosen, p.rejected) for p in pairs] and ("z", "x y") in [(p.chosen, p.rejected) for p in pairs]
+    two, _ = gj.label_all("short", prompts, sets[:2])  # two sets: label_pairs' pairs and ids
+    assert [p.id for p in two] == [p.id for p in gj.label_pairs("short", prompts, *sets[:2])[0]]
+
+
+def test_generation_key_tells_a_biased_formula_from_plain_decoding():
+    # A lexical- or length-only profile has no attribute weights: without its biases in the key its
+    # answers were read back as the plain ones from the log.
+    from drift_cpp.decoding import Sampling
+    s = Sampling(seed=1, max_tokens=8)
+    plain = gj.GenerationLog.key("m", [], 0.0, "q", s)
+    assert gj.GenerationLog.key("m", [], 0.0, "q", s, None) == plain  # logs made before the biases stay valid
+    words = gj.GenerationLog.key("m", [], 0.5, "q", s, [0.0, [["see", 0.08]]])
+    eos = gj.GenerationLog.key("m", [], 0.5, "q", s, [1.5, []])
+    assert len({plain, words, eos}) == 3
+
+
 def test_win_stats_counts_ties_as_half():
     s = gj.win_stats("short", [A("a"), A("a b c"), A("a b")], [A("a b"), A("a"), A("c d")])
     assert (s["wins"], s["ties"], s["losses"], s["n"]) == (1, 1, 1, 3)
