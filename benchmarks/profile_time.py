@@ -8,7 +8,7 @@ loading the model; the profile records the scoring cost (tokens evaluated, secon
 
 Pairs: one DSP persona (Cheng et al. 2023, "Everyone Deserves A Reward", arXiv 2309.03126,
 CC BY-NC 4.0): its response to each of the data's first queries preferred over the other four
-styles, the first --pairs of them. Writes benchmarks/results/profile_time.md and .json.
+styles, the first --pairs of them. Writes benchmarks/results/profile_time-<N>thread(s).md and .json.
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ def main(argv=None) -> int:
             log(f"{slm}{' exhaustive' if exhaustive else ''}: scoring {args.pairs} pairs")
             results["runs"].append(run_one(pairs, slm, exhaustive, args.threads, Path(tmp) / "profile.json"))
             log(f"  {results['runs'][-1]['wall_s'] / 60:.1f} min")
-    atomic_write_text(args.out / "profile_time.json", json.dumps(results, indent=1) + "\n")
-    atomic_write_text(args.out / "profile_time.md", markdown(results))
+    stem = f"profile_time-{args.threads}thread{'s' if args.threads > 1 else ''}"
+    atomic_write_text(args.out / f"{stem}.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(args.out / f"{stem}.md", markdown(results))
     print(markdown(results))
     return 0
 
