@@ -28,22 +28,21 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from drift_cpp.attributes import builtin_attributes
 from drift_cpp.fileio import atomic_write_bytes
-from drift_cpp.models import ModelOptions, load_model
+from drift_cpp.models import ModelOptions, cache_dir, load_model
 from drift_cpp.scorer import ScoreRequest, Scorer
 from dsp_fewshot import DEFAULT_DATA as DSP_DATA, STYLES, load_dsp, split_queries
-from family_choice import cnndm_prompt
-from run_info import REPO, log, run
+from family_choice import CNNDM_DATA, cnndm_prompt, load_cnndm
+from run_info import log, run
 
-CNNDM_DATA = REPO.parent / "shared" / "data" / "cnndm" / "cnndm_workers.jsonl"
-DEFAULT_WORK = Path(os.environ.get("DRIFT_CPP_CACHE", Path.home() / ".cache" / "drift-cpp")) / "screening"
+DEFAULT_WORK = cache_dir() / "screening"
 CHUNK = 48  # items scored between two checkpoints
 
 
@@ -59,11 +58,9 @@ def dsp_items(n_queries: int):
 
 
 def cnndm_rows(n_articles: int) -> list[dict]:
-    rows = [json.loads(line) for line in CNNDM_DATA.read_text("utf-8").splitlines() if line.strip()]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["worker"]] = counts.get(r["worker"], 0) + 1
-    worker = max(counts, key=counts.get)
+    """The comparisons of the worker with most of them, on that worker's first n_articles articles."""
+    rows = load_cnndm(CNNDM_DATA)
+    worker = Counter(r["worker"] for r in rows).most_common(1)[0][0]
     articles: list[str] = []
     for r in rows:
         if r["worker"] == worker and r["id"] not in articles:
@@ -74,15 +71,15 @@ def cnndm_rows(n_articles: int) -> list[dict]:
 
 def cnndm_items(n_articles: int, words: int):
     """(texts, meta): meta["pairs"] holds the worker's comparisons as (article, chosen item, rejected item)."""
-    texts, pairs = {}, []
-    for r in cnndm_rows(n_articles):
+    texts, pairs, rows = {}, [], cnndm_rows(n_articles)
+    for r in rows:
         ids = [f"{r['id']}/{hash_text(s)}" for s in r["summaries"]]
         if not all(s.strip() for s in r["summaries"]):
             continue  # one summary in the data is empty: comparisons with it are skipped
         for item, s in zip(ids, r["summaries"]):
             texts.setdefault(item, (cnndm_prompt(r["article"], words), s))
         pairs.append((r["id"], ids[r["choice"]], ids[1 - r["choice"]]))
-    return texts, {"articles": n_articles, "article_words": words, "worker": cnndm_rows(n_articles)[0]["worker"],
+    return texts, {"articles": n_articles, "article_words": words, "worker": rows[0]["worker"],
                    "pairs": pairs}
 
 

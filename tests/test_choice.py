@@ -143,6 +143,7 @@ def synthetic_profile(kind, n=40, seed=0):
                       np.zeros((0, 4)), np.zeros(4), np.zeros(4), [], "2025-01-01T00:00:00Z", "2025-01-01T00:00:00Z",
                       bows=[])
     profile._add_rows([f"p{j}" for j in range(n)], W, L, [(term_counts(c), term_counts(r)) for c, r in docs])
+    profile._refit()
     return profile, docs
 
 
@@ -185,6 +186,7 @@ def test_an_older_profile_loads_and_updates_as_attributes_only(tmp_path):
     loaded = Profile.load(path)
     assert loaded.choice is None and loaded.uses_attributes() and loaded.length_weight() == 0
     loaded._add_rows(["more"], profile.W[:1], profile.L[:1], [profile.bows[0]])  # what update does
+    loaded._refit()
     assert loaded.bows is None and loaded.choice.family == ("attributes",)
 
 

@@ -221,6 +221,8 @@ class Profile:
             run = pairs[a - start : b - start]
             W, L = reward_features(scorer, run, attrs.base, attrs.attributes, self.options.normalize, columns)
             self._add_rows([p.id for p in run], W, L, pair_bows(run), pair_groups(run))
+        if runs:  # once: the family choice's cross-validation is the costly part, and runs need only the rows
+            self._refit()
         self.cost += scorer.cost - before
 
     def _fit(self, W: np.ndarray, L: np.ndarray) -> np.ndarray:
@@ -247,12 +249,12 @@ class Profile:
         self._refit()
 
     def _add_rows(self, ids: list[str], W: np.ndarray, L: np.ndarray, bows: list, groups: Optional[list] = None) -> None:
+        """Appends scored rows; the caller refits (_refit) once they are all in."""
         self.pair_ids = self.pair_ids + list(ids)
         self.W, self.L = np.vstack([self.W, W]), np.vstack([self.L, L])
         # Rows stored before bags of words were: the text families stay off for the whole profile.
         self.bows = None if self.bows is None else self.bows + list(bows)
         self.groups = None if self.groups is None or groups is None else self.groups + list(groups)
-        self._refit()
 
     def _refit(self) -> None:
         # Screened profiles: each unscored entry counts at its column's mean (screening.impute);

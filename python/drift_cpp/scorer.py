@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from typing import Optional, Sequence
 
 import click
@@ -52,11 +52,10 @@ class Cost:
         return Cost(*(a - b for a, b in zip(self.as_tuple(), other.as_tuple())))
 
     def as_tuple(self) -> tuple:
-        return (self.tokens_evaluated, self.seconds, self.items_scored, self.items_cached)
+        return astuple(self)
 
     def to_dict(self) -> dict:
-        return {"tokens_evaluated": self.tokens_evaluated, "seconds": self.seconds,
-                "items_scored": self.items_scored, "items_cached": self.items_cached}
+        return asdict(self)
 
     def line(self) -> str:
         return (f"scored {self.items_scored} items ({self.items_cached} more from the cache): "

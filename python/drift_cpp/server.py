@@ -43,8 +43,8 @@ from .profile import Profile
 from .scorer import Scorer
 
 log = logging.getLogger("drift_cpp.server")
-# OpenAI's user field is free text; here it names a file, so it is held to a plain name.
 DISCONNECT_POLL_S = 0.1  # how often a request answered in one piece checks that its client is still there
+# OpenAI's user field is free text; here it names a file, so it is held to a plain name.
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 Number = Union[StrictFloat, StrictInt]
