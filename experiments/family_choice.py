@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Per-user model choice (issue 13): the chosen feature family against the paper's fit and the trivial baselines.
+"""Per-user model (issue 13): the joint model of every feature family against the paper's fit and the trivial baselines.
 
 Data:
   * CNN/DM summary comparisons by two named labelers -- Stiennon et al. 2020, "Learning to summarize from
@@ -15,8 +15,8 @@ Protocol (nothing is tuned on a test pool):
     --dsp-queries queries and --max-response-tokens.
   * Every unique (prompt, response) is scored once under the base prompt and each attribute (score cache).
   * For each user and k, --seeds draws of k training pairs from the train pool; each method is fitted on
-    them and scored on the whole test pool (evaluation.protocols.holdout). `chosen` is drift-cpp's per-user
-    choice (choice.choose), which cross-validates on the k training pairs only, holding out whole prompts.
+    them and scored on the whole test pool (evaluation.protocols.holdout). `joint` is what drift-cpp's
+    profiles fit (choice.choose): every family in one fit on the k training pairs, each shrunk by its prior.
 
     python experiments/family_choice.py --threads 1 --articles 20 --out docs/results/family_choice   # as in docs/results.md
 """
@@ -188,26 +188,27 @@ def main(argv=None) -> int:
     return 0
 
 
-METHODS = {"chosen": "chosen", "qp (paper)": "drift", "bt l2=1000 (default fit)": ("bt", {"l2": 1000.0}),
+JOINT = "joint (default)"
+METHODS = {JOINT: "chosen", "qp (paper)": "drift", "bt l2=1000 (default fit)": ("bt", {"l2": 1000.0}),
            "longer": "longer", "bow_rm": ("bow_rm", {"l2": 1.0}), "best_single": "best_single"}
 BASELINES = ("longer", "bow_rm", "best_single")
 
 
 def analyse(train: ev.Fold, test: ev.Fold, ks, seeds) -> dict:
-    """Accuracy vs k on the test pool, and the family chosen on each training draw (as holdout draws them)."""
+    """Accuracy vs k on the test pool, and each family's mean share of the model fitted on the draws (as
+    holdout draws them)."""
     from drift_cpp import choice
 
     out = ev.holdout(train, test, ks, seeds, ev.DEFAULT_SEED, METHODS)
-    families = []
+    shares = []
     for k in out["ks"]:
-        picked = []
+        got = []
         for s in range(seeds):
             rng = np.random.default_rng([ev.DEFAULT_SEED, s, k])
             sample = train.take(rng.choice(len(train), size=k, replace=False))
-            picked.append(choice.family_name(choice.choose(sample.W, sample.L, sample.texts,
-                                                           groups=sample.groups).family))
-        families.append(dict(Counter(picked)))
-    out["families"] = families
+            got.append(choice.choose(sample.W, sample.L, sample.texts, groups=sample.groups).shares)
+        shares.append({f: float(np.mean([g.get(f, 0.0) for g in got])) for f in choice.FAMILIES})
+    out["shares"] = shares
     out["longer_rate"] = {"train": _longer_rate(train), "test": _longer_rate(test)}
     return out
 
@@ -217,7 +218,7 @@ def _longer_rate(fold: ev.Fold) -> float:
 
 
 def fit_timing(users, model, attributes, rows, words) -> dict:
-    """CPU seconds of the choice on a whole train pool, beside the CPU seconds of scoring one CNN/DM pair
+    """CPU seconds of the profile's model on a whole train pool, beside the CPU seconds of scoring one CNN/DM pair
     (both summaries under every prompt, no cache, the article's prefix evaluated once per prompt)."""
     from drift_cpp import choice
     from drift_cpp.scorer import Scorer
@@ -234,7 +235,7 @@ def fit_timing(users, model, attributes, rows, words) -> dict:
 
 def markdown(r: dict) -> str:
     c = r["config"]
-    out = ["# Per-user model choice against the paper's fit and the trivial baselines", "", r["citations"] + ".", "",
+    out = ["# The per-user joint model against the paper's fit and the trivial baselines", "", r["citations"] + ".", "",
            f"- command: `{r['command']}`", f"- git rev: `{r['git_rev']}`",
            f"- model: {r['model']['name']}; {len(r['attributes'])} attributes: {', '.join(r['attributes'])}",
            f"- CNN/DM: {c['articles']} articles per worker (seed {c['article_seed']}), {int(c['train_fraction'] * 100)}% "
@@ -248,36 +249,37 @@ def markdown(r: dict) -> str:
     for name, res in r["users"].items():
         out += [ev.format_table(res, f"{name}: {res['n_train']} train-pool / {res['n_test']} test-pool pairs "
                                      f"(longer chosen in {res['longer_rate']['test']:.0%} of the test pairs)"), "",
-                "chosen family by k: " + "; ".join(f"k={k}: " + ", ".join(f"{f} {n}" for f, n in fam.items())
-                                                   for k, fam in zip(res["ks"], res["families"])), ""]
+                "each family's mean share of the joint model's margins, by k: "
+                + "; ".join(f"k={k}: " + ", ".join(f"{f} {v:.0%}" for f, v in sh.items())
+                            for k, sh in zip(res["ks"], res["shares"])), ""]
         mean_by[name] = {label: dict(zip(res["ks"], m["mean"])) for label, m in res["methods"].items()}
-    out += ["## Chosen vs the paper's fit and the best baseline at each k", "",
-            "Each cell: chosen / qp / the best of longer, bow_rm and best_single (which one).", "",
+    out += ["## The joint model vs the paper's fit and the best baseline at each k", "",
+            "Each cell: joint / qp / the best of longer, bow_rm and best_single (which one).", "",
             "| user | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
 
     def cell(m, k):
-        if k not in m["chosen"]:
+        if k not in m[JOINT]:
             return "-"
         best = max(BASELINES, key=lambda b: m[b][k])
-        return f"{m['chosen'][k]:.3f} / {m['qp (paper)'][k]:.3f} / {m[best][k]:.3f} ({best})"
+        return f"{m[JOINT][k]:.3f} / {m['qp (paper)'][k]:.3f} / {m[best][k]:.3f} ({best})"
 
     for name, m in mean_by.items():
         out.append(f"| {name} | " + " | ".join(cell(m, k) for k in ks) + " |")
     avg = []
     for k in ks:
-        have = [m for m in mean_by.values() if k in m["chosen"]]
+        have = [m for m in mean_by.values() if k in m[JOINT]]
         if not have:
             avg.append("-")
             continue
         mean = {label: float(np.mean([m[label][k] for m in have])) for label in METHODS}
-        avg.append(f"{mean['chosen']:.3f} / {mean['qp (paper)']:.3f} / {max(mean[b] for b in BASELINES):.3f} "
+        avg.append(f"{mean[JOINT]:.3f} / {mean['qp (paper)']:.3f} / {max(mean[b] for b in BASELINES):.3f} "
                    f"({len(have)} users)")
     out.append("| average | " + " | ".join(avg) + " |")
     t = r["timing"]
     out += ["", "## Fitting vs scoring cost", "",
             f"Scoring one CNN/DM pair (two summaries under {len(r['attributes']) + 1} prompts, no cache): "
-            f"{t['score_one_pair_cpu_s']:.1f} CPU s. The choice (7 candidates, 5 folds x 2 repeats, then the "
-            "final fit) on a whole train pool:", "", "| user | pairs | CPU s |", "|---|---|---|"]
+            f"{t['score_one_pair_cpu_s']:.1f} CPU s. The profile's model on a whole train pool (cross-validated "
+            "with each family alone, 5 folds x 2 repeats, then the final fit):", "", "| user | pairs | CPU s |", "|---|---|---|"]
     out += [f"| {name} | {f['pairs']} | {f['cpu_s']:.2f} |" for name, f in t["choose"].items()]
     return "\n".join(out) + "\n"
 

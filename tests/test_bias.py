@@ -65,7 +65,7 @@ def test_biases_are_saved_with_the_formula_and_checked(tmp_path, smollm):
 
 def test_a_profile_s_families_become_its_formula_terms_and_negate_with_it():
     from test_choice import synthetic_profile
-    length, _ = synthetic_profile("length")
+    length, _ = synthetic_profile("length", family="length")
     f = Formula.drift(None, [(length, 1.0)], 0.5)
     assert f.eos == -length.length_weight() and not f.steering  # length alone: no attribute terms
     assert Formula.drift(None, [(length, -1.0)], 0.5).eos == length.length_weight()

@@ -43,44 +43,45 @@ def user(kind, n, seed, k=14):
     return W, L, docs
 
 
-def picks(kind, n):
-    return Counter(choice.family_name(choice.choose(*user(kind, n, s)).family) for s in SEEDS)
+def choices(kind, n):
+    return [choice.choose(*user(kind, n, s)) for s in SEEDS]
+
+
+def leading(c) -> str:
+    """The family with the largest share of the model's margins."""
+    return max(c.shares, key=c.shares.get)
 
 
 @pytest.mark.parametrize("kind", ["length", "lexical", "attributes"])
-def test_each_true_family_is_recovered_from_40_pairs(kind):
-    got = picks(kind, 40)
-    assert got[kind] >= 7, got                                         # the family alone, mostly
-    assert sum(v for f, v in got.items() if kind in f.split("+")) >= 9, got  # almost never without it
+def test_each_true_family_leads_the_joint_model_from_40_pairs(kind):
+    got = Counter(leading(c) for c in choices(kind, 40))
+    assert got[kind] >= 9, got
 
 
 @pytest.mark.parametrize("kind", ["length", "lexical", "noise"])
 def test_a_handful_of_pairs_falls_back_to_the_attributes(kind):
-    assert picks(kind, 8) == {"attributes": len(SEEDS)}
+    got = choices(kind, choice.MIN_PAIRS - 2)
+    assert all(c.family == ("attributes",) and c.shares == {"attributes": 1.0} for c in got)
 
 
-def test_a_length_taste_is_followed_from_20_pairs():
-    # One weight needs only the margin (Z_ONE = 0): the former two-standard-error gate chose length
-    # alone for 7 of these 10 users.
-    assert picks("length", 20)["length"] >= 8
+def test_a_length_taste_leads_from_20_pairs():
+    assert Counter(leading(c) for c in choices("length", 20))["length"] >= 9
 
 
-@pytest.mark.parametrize("n", [10, 16])
-def test_words_are_never_tried_below_lexical_min_pairs(n):
-    assert n < choice.LEXICAL_MIN_PAIRS
-    assert not any("lexical" in f for f in picks("lexical", n))
+def test_the_priors_shrink_what_few_pairs_support():
+    # A word taste's weights grow as its pairs do: 10 pairs hardly move the prior.
+    def strongest_word(n):
+        return np.mean([abs(choice.word_rewards(c.model, 1)[0][1]) for c in choices("lexical", n)])
+    assert strongest_word(10) < 0.5 * strongest_word(40)
+    # A coin-flipper's length weight stays well below a true length taste's of as many pairs.
+    def length_weight(kind):
+        return np.mean([abs(c.model.length) for c in choices(kind, 40)])
+    assert length_weight("noise") < 0.5 * length_weight("length")
 
 
-def test_coin_flips_rarely_pick_the_words():
-    # ... but length, whose gate is the margin alone, about half the time (weights of 0.4-0.9 per e-fold,
-    # against 2.0 fitted for a true length taste).
-    got = picks("noise", 40)
-    assert sum(v for f, v in got.items() if "lexical" in f) <= 2, got
-
-
-def test_an_attribute_taste_keeps_the_attributes_from_20_pairs():
-    # The cost of the low length gate is false alarms; where the attributes explain the taste they are rare.
-    assert picks("attributes", 20)["attributes"] >= 7
+def test_the_joint_model_predicts_each_taste_and_not_coin_flips():
+    for kind, lo, hi in (("length", 0.7, 1), ("lexical", 0.55, 1), ("attributes", 0.65, 1), ("noise", 0, 0.6)):
+        assert lo <= np.mean([c.accuracy for c in choices(kind, 40)]) <= hi, kind
 
 
 def test_length_model_weight_has_the_taste_s_sign():
@@ -95,16 +96,16 @@ def test_lexical_model_is_bow_rm_and_its_word_weights_reproduce_its_margins():
     train, test = list(range(30)), list(range(30, 40))
     model = choice.fit(("lexical",), W[train], L[train], [docs[i] for i in train])
     m = choice.margins(model, W[test], L[test], [docs[i] for i in test])
-    # With its l2 equal to bow_rm's default, the lexical family is bow_rm: the same held-out accuracy.
+    # With bow_rm's l2 equal to its prior, the lexical family is bow_rm: the same held-out accuracy.
     fold = Fold(W, L, texts=docs)
-    assert approximation.accuracy(m) == bow_rm(fold.take(train), fold.take(test), l2=choice.LEXICAL_L2)
+    assert approximation.accuracy(m) == bow_rm(fold.take(train), fold.take(test), l2=choice.PRIORS.lexical)
     words = dict(choice.word_rewards(model, 50))
     assert all(words[w] > 0 for w in LIKED) and all(words[w] < 0 for w in DISLIKED)
 
 
 def test_attribute_model_alone_is_the_profile_fit():
     W, L, docs = user("attributes", 30, 2)
-    c = choice.choose(W, L, docs)
+    c = choice.choose(W, L, docs, family=("attributes",))
     assert c.family == ("attributes",)
     np.testing.assert_allclose(c.model.attributes, approximation.fit(W, L))
 
@@ -113,7 +114,8 @@ def test_choice_records_cv_accuracy_with_an_interval():
     c = choice.choose(*user("length", 40, 3))
     lo, hi = c.interval
     assert 0 <= lo < c.accuracy < hi <= 1
-    assert set(c.cv) == {choice.family_name(f) for f in choice.CANDIDATES}
+    assert set(c.cv) == {"attributes", "length", "lexical", "attributes+length+lexical"}
+    assert c.family == choice.JOINT and sum(c.shares.values()) == pytest.approx(1)
 
 
 def test_without_texts_only_attributes_and_a_given_family_is_kept():
@@ -131,7 +133,7 @@ def test_bad_family_names_are_refused(bad):
 
 
 # ------------------------------------------------------------------ in a profile
-def synthetic_profile(kind, n=40, seed=0):
+def synthetic_profile(kind, n=40, seed=0, family=choice.AUTO):
     """A profile over synthetic rows (no model is scored: the rows stand for its rewards)."""
     from drift_cpp.attributes import builtin_attributes
     from drift_cpp.evaluation.methods import term_counts
@@ -139,7 +141,7 @@ def synthetic_profile(kind, n=40, seed=0):
 
     attrs = builtin_attributes().select(["concise", "formal", "humor", "analytic"])
     W, L, docs = user(kind, n, seed, k=len(attrs))
-    profile = Profile({"name": "synthetic", "sha256": "0" * 64}, attrs, FitOptions(top=2), [], [], np.zeros((0, 4)),
+    profile = Profile({"name": "synthetic", "sha256": "0" * 64}, attrs, FitOptions(top=2, family=family), [], [], np.zeros((0, 4)),
                       np.zeros((0, 4)), np.zeros(4), np.zeros(4), [], "2025-01-01T00:00:00Z", "2025-01-01T00:00:00Z",
                       bows=[])
     profile._add_rows([f"p{j}" for j in range(n)], W, L, [(term_counts(c), term_counts(r)) for c, r in docs])
@@ -150,12 +152,13 @@ def synthetic_profile(kind, n=40, seed=0):
 def test_profile_records_the_choice_and_reloads_it(tmp_path):
     from drift_cpp.profile import Profile
     profile, docs = synthetic_profile("length")
-    assert profile.choice.family == ("length",) and profile.length_weight() > 1
-    assert not profile.uses_attributes() and profile.word_weights() == []
+    assert profile.choice.family == choice.JOINT and leading(profile.choice) == "length"
+    assert profile.length_weight() > 1 and profile.uses_attributes() and profile.word_weights()
     path = tmp_path / "me.json"
     profile.save(path)
     loaded = Profile.load(path)
-    assert loaded.choice.family == ("length",) and loaded.choice.cv == profile.choice.cv
+    assert loaded.choice.family == choice.JOINT and loaded.choice.cv == profile.choice.cv
+    assert loaded.choice.shares == profile.choice.shares
     assert loaded.length_weight() == profile.length_weight() and loaded.bows == profile.bows
     W, L = profile.W, profile.L
     np.testing.assert_array_equal(choice.margins(loaded.choice.model, W, L, docs),
@@ -168,8 +171,9 @@ def test_profile_show_says_the_choice_in_words(tmp_path):
     profile, _ = synthetic_profile("length")
     profile.save(tmp_path / "me.json")
     out = CliRunner().invoke(main, ["profile", "show", str(tmp_path / "me.json")]).output
-    assert "model: length (beats the attributes alone" in out
-    assert "you prefer longer answers (weight +" in out and "95% interval" in out
+    assert "model: attributes+length+lexical (every family in one fit" in out and "95% interval" in out
+    assert "share of the margins on your pairs: length " in out  # the strongest family first
+    assert "you prefer longer answers (weight +" in out
 
 
 def test_an_older_profile_loads_and_updates_as_attributes_only(tmp_path):

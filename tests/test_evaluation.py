@@ -402,7 +402,7 @@ def test_evaluate_command_reports_methods_by_k(tmp_path, dsp):
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["ks"] == [10]
-    assert set(out["methods"]) == {"drift-cpp (family chosen per user)", "drift (bt l2=1000, the default)",
+    assert set(out["methods"]) == {"drift-cpp (the profile's model)", "drift (bt l2=1000, the default)",
                                    "drift (qp, the paper's)", "longer",
                                    "best_single", "logistic", "bow_rm"}
     assert out["methods"]["drift (bt l2=1000, the default)"]["params"] == {"l2": 1000.0}

@@ -1,4 +1,4 @@
-"""Per-user model choice: which feature families explain this user's pairs, chosen by cross-validation.
+"""Per-user model: which feature families explain this user's pairs, and how much each.
 
 A user's taste is often length or wording, which attribute rewards only partly see. Three families:
 
@@ -6,34 +6,24 @@ A user's taste is often length or wording, which attribute rewards only partly s
     length      log(1 + words of chosen) - log(1 + words of rejected): one weight, per e-fold of length
     lexical     tfidf(chosen) - tfidf(rejected), the Bradley-Terry model of evaluation's bow_rm
 
-and their combinations (one Bradley-Terry fit over the joined columns, each family with its own l2
-prior). The rule leans on the paper's model, as hard as a candidate's number of parameters asks:
-below MIN_PAIRS pairs the attributes are chosen outright; a candidate replaces them only if its
-cross-validated gain on the user's own pairs, over the attributes and over chance, exceeds MARGIN and
-z standard errors of the paired per-pair difference, where z grows with what the candidate fits
-beyond the attributes: Z_ONE for one more weight (length, attributes+length), Z_MANY for a weight per
-word (every candidate with the lexical family), which is also never tried on fewer than
-LEXICAL_MIN_PAIRS pairs. Among the candidates that pass, the simplest whose accuracy is within one
-standard error of the best wins (the one-standard-error rule). A single length weight cannot overfit
-a handful of pairs the way hundreds of word weights can, so a length taste is followed as soon as
-cross-validation shows it (from MIN_PAIRS pairs), while the words need LEXICAL_MIN_PAIRS pairs and
-two standard errors.
+The default ("auto") fits them together: one Bradley-Terry fit over the joined columns, each family
+shrunk toward zero by its own l2 prior (the attributes' is the fit's own l2; Priors holds the
+others'). A family the pairs do not support keeps a small weight rather than being switched on or
+off; its share of the fitted margins on the user's pairs (`shares`) says how much it weighs in the
+model that decodes. Below MIN_PAIRS pairs, or without the responses' texts, the model is the
+paper's attributes alone.
 
-How the constants were chosen (experiments/choice_constants.py, docs/results/family_choice/
-constants.md): by nested evaluation on the TRAIN pools only of the six users of
-experiments/family_choice.py (two CNN/DM labelers at 20 articles, four DSP personas at 24 queries).
-Each train pool is split 10 times by prompt into an inner train part (60%) and an inner held-out
-part; 3 draws of k in (10, 20) pairs come from the inner train part, the rule runs on them (its own
-cross-validation inside), and the chosen model is scored on the inner held-out part. Over the grid
-Z_ONE in 0-2, Z_MANY in 1-3 (steps of 0.5), LEXICAL_MIN_PAIRS in (10, 20), the kept constants
-minimize the worst user's regret (the best single family's inner accuracy minus the rule's), as the
-issue's target is per user; ties within 0.005 go to the best mean accuracy, then the most cautious.
-Z_ONE = 0 won on both counts (worst regret 0.067 against 0.19 for the former gate of 2; mean
-accuracy 0.669 against 0.653): on the CNN/DM labelers a gate of 1-2 standard errors on length mostly
-kept the attributes, which were below chance there. Its cost is false alarms: on the DSP entertainment persona, whose taste
-the attributes capture, the rule scores 0.83 at k = 20 against 0.88-0.89 with a gate of 1-2, and
-on coin-flip users length is chosen about half the time (with weights of 0.4-0.9 per e-fold
-against 2.0 for a true length taste of 40 pairs). The test pools were never read.
+Why shrinkage rather than a choice: on six development users (experiments/choice_constants.py,
+docs/results/family_choice/constants.md; train pools only, by nested evaluation), every per-user
+choice by cross-validation that was tried had a worse worst-user regret than one joint fit with
+fixed priors (0.039), and no better mean accuracy (0.682): the former rule, where a candidate had to
+beat the attributes by a margin and z standard errors (0.067, 0.669); attributes or joint, whichever
+cross-validates better (0.056, 0.681); the prior strength per user (0.067, 0.677). With 10-20 pairs
+cross-validation is too noisy to switch families on. The priors were chosen on that grid by the same
+criterion. The user's own cross-validation is still run and recorded, for `profile show`: the joint
+model's accuracy with an interval, and each family's alone.
+
+A family can also be given (e.g. "attributes+length"): then only it is fitted.
 
 Pure numpy; texts are given as strings or as their term counts (a profile stores the counts).
 """
@@ -42,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -51,21 +41,25 @@ from .errors import DriftError
 from .evaluation.methods import Doc, bow_design, bow_word_weights, tfidf_transform, term_items
 
 FAMILIES = ("attributes", "length", "lexical")
-# Simplest first: the one-standard-error rule takes the first candidate close enough to the best.
+# Every combination of families, simplest first (what experiments and a given --family may fit).
 CANDIDATES = (("attributes",), ("length",), ("lexical",), ("attributes", "length"), ("length", "lexical"),
               ("attributes", "lexical"), ("attributes", "length", "lexical"))
 AUTO = "auto"
-MIN_PAIRS = 10     # below this the paper's attribute model is taken without cross-validation
-MARGIN = 0.02      # a family must gain more than this, and z standard errors, over attributes and chance
-# z by what a candidate fits beyond the attributes; chosen by nested evaluation on train pools (see above).
-Z_ONE = 0.0        # one weight more (length, attributes+length): MARGIN alone
-Z_MANY = 2.0       # a weight per word (any candidate with the lexical family)
-LEXICAL_MIN_PAIRS = 20  # the lexical family is not tried on fewer pairs
+JOINT = FAMILIES   # what "auto" fits from MIN_PAIRS pairs with texts
+MIN_PAIRS = 10     # below this the paper's attribute model alone
 FOLDS, REPEATS, SEED = 5, 2, 0
-# l2 priors (summed loss) of the families' columns in a joint fit; the attributes' is the fit's own l2.
-LENGTH_L2 = 1.0
-LEXICAL_L2 = 1.0   # bow_rm's default
 Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class Priors:
+    """l2 priors (on the summed loss) of the length and lexical columns in a joint fit; the attributes'
+    is the fit's own l2. Chosen by nested evaluation on development users (see above)."""
+    length: float = 3.0
+    lexical: float = 5.0
+
+
+PRIORS = Priors()
 
 
 def family_name(family: Sequence[str]) -> str:
@@ -106,6 +100,7 @@ class Choice:
     n_pairs: int
     cv: dict          # candidate name -> {"accuracy", "se"}: cross-validated on the user's pairs
     model: Model
+    shares: dict = field(default_factory=dict)  # family -> share of the fitted margins (see shares())
 
     @property
     def accuracy(self) -> Optional[float]:
@@ -121,7 +116,7 @@ class Choice:
 
 
 # ----------------------------------------------------------------------- fitting
-def _design(family, D, docs_train, docs_test, Dt, l2):
+def _design(family, D, docs_train, docs_test, Dt, l2, priors: Priors):
     """Joined columns of the families, each scaled by 1/sqrt(its l2) so that one l2 = 1 fit gives every
     family its own prior; returns (X, Xt, scales, widths)."""
     blocks, blocks_t, scales = [], [], []
@@ -129,35 +124,35 @@ def _design(family, D, docs_train, docs_test, Dt, l2):
         if f == "attributes":
             X, Xt, lam = D, Dt, l2
         elif f == "length":
-            X, Xt, lam = length_feature(docs_train)[:, None], length_feature(docs_test)[:, None], LENGTH_L2
+            X, Xt, lam = length_feature(docs_train)[:, None], length_feature(docs_test)[:, None], priors.length
         else:
             X, Xt = bow_design(docs_train, docs_test)
-            lam = LEXICAL_L2
+            lam = priors.lexical
         blocks.append(X / math.sqrt(lam))
         blocks_t.append(Xt / math.sqrt(lam))
         scales.append((1 / math.sqrt(lam), X.shape[1]))
     return np.hstack(blocks), np.hstack(blocks_t), scales
 
 
-def _fit_margins(family, D, docs, Dt, docs_t, method, l2) -> np.ndarray:
+def _fit_margins(family, D, docs, Dt, docs_t, method, l2, priors: Priors) -> np.ndarray:
     """Test margins of `family` fitted on the training pairs."""
     if family == ("attributes",):  # the profile's own fit, so that the comparison is with what it decodes
         return Dt @ approximation.fit(D, np.zeros_like(D), method, l2)
-    X, Xt, _ = _design(family, D, docs, docs_t, Dt, l2)
+    X, Xt, _ = _design(family, D, docs, docs_t, Dt, l2, priors)
     if X.shape[1] == 0:
         return np.zeros(Xt.shape[0])
     return Xt @ approximation.bradley_terry_coefficients(X, 1.0)
 
 
 def fit(family: Sequence[str], W, L, docs: Optional[Sequence[tuple[Doc, Doc]]], method: str = approximation.DEFAULT_METHOD,
-        l2: float = approximation.DEFAULT_L2) -> Model:
+        l2: float = approximation.DEFAULT_L2, priors: Priors = PRIORS) -> Model:
     """The model of `family` on all the pairs, with weights in each family's own units."""
     family = tuple(family)
     D = np.asarray(W, dtype=np.float64) - np.asarray(L, dtype=np.float64)
     if family == ("attributes",):
         return Model(family, attributes=approximation.fit(W, L, method, l2))
     docs = list(docs)
-    X, _, scales = _design(family, D, docs, docs[:0], D[:0], l2)
+    X, _, scales = _design(family, D, docs, docs[:0], D[:0], l2, priors)
     b = approximation.bradley_terry_coefficients(X, 1.0) if X.shape[1] else np.zeros(0)
     model, at = Model(family), 0
     for f, (scale, width) in zip(family, scales):
@@ -183,23 +178,40 @@ def _mean_tfidf_norm(docs, vocab, idf) -> float:
     return float(np.mean(norms)) if norms else 1.0
 
 
-def margins(model: Model, W, L, docs: Optional[Sequence[tuple[Doc, Doc]]]) -> np.ndarray:
-    """The model's preference margin of each pair (> 0: the chosen one is predicted)."""
+def contributions(model: Model, W, L, docs: Optional[Sequence[tuple[Doc, Doc]]]) -> dict[str, np.ndarray]:
+    """Each family's part of the model's margin on each pair."""
     D = np.asarray(W, dtype=np.float64) - np.asarray(L, dtype=np.float64)
-    out = np.zeros(D.shape[0])
-    if "attributes" in model.family:
-        out += D @ model.attributes
     if model.family != ("attributes",) and docs is None:
         raise DriftError(f"the {family_name(model.family)} model needs the responses' texts")
+    out = {}
+    if "attributes" in model.family:
+        out["attributes"] = D @ model.attributes
     if "length" in model.family:
-        out += model.length * length_feature(docs)
-    if "lexical" in model.family and model.words:
-        vocab = {w: j for j, w in enumerate(model.words)}
-        idf = np.array([v[0] for v in model.words.values()])
-        b = np.array([v[1] for v in model.words.values()])
-        docs = list(docs)
-        out += (tfidf_transform([c for c, _ in docs], vocab, idf) - tfidf_transform([r for _, r in docs], vocab, idf)) @ b
+        out["length"] = model.length * length_feature(docs)
+    if "lexical" in model.family:
+        out["lexical"] = np.zeros(D.shape[0])
+        if model.words:
+            vocab = {w: j for j, w in enumerate(model.words)}
+            idf = np.array([v[0] for v in model.words.values()])
+            b = np.array([v[1] for v in model.words.values()])
+            docs = list(docs)
+            out["lexical"] = (tfidf_transform([c for c, _ in docs], vocab, idf)
+                              - tfidf_transform([r for _, r in docs], vocab, idf)) @ b
     return out
+
+
+def margins(model: Model, W, L, docs: Optional[Sequence[tuple[Doc, Doc]]]) -> np.ndarray:
+    """The model's preference margin of each pair (> 0: the chosen one is predicted)."""
+    D = np.asarray(W, dtype=np.float64)
+    return sum(contributions(model, W, L, docs).values(), np.zeros(D.shape[0]))
+
+
+def shares(model: Model, W, L, docs) -> dict[str, float]:
+    """Each family's share of the model's mean |margin part| on these pairs. In-sample: what the family
+    weighs in the model that decodes, not a held-out estimate (the families' cv accuracies are that)."""
+    size = {f: float(np.abs(m).mean()) if m.size else 0.0 for f, m in contributions(model, W, L, docs).items()}
+    total = sum(size.values())
+    return {f: (v / total if total > 0 else 0.0) for f, v in size.items()}
 
 
 # ----------------------------------------------------------------------- choosing
@@ -215,7 +227,7 @@ def _partition(n: int, groups, folds: int, rng) -> list[np.ndarray]:
 
 def cross_validate(W, L, docs, candidates=CANDIDATES, method: str = approximation.DEFAULT_METHOD,
                    l2: float = approximation.DEFAULT_L2, folds: int = FOLDS, repeats: int = REPEATS,
-                   seed: int = SEED, groups=None) -> dict[tuple, np.ndarray]:
+                   seed: int = SEED, groups=None, priors: Priors = PRIORS) -> dict[tuple, np.ndarray]:
     """Per-pair held-out accuracy of each candidate (1, 0 or 0.5 for a tie), averaged over `repeats`
     random `folds`-fold partitions (by group when groups are given); every candidate sees the same ones."""
     D = np.asarray(W, dtype=np.float64) - np.asarray(L, dtype=np.float64)
@@ -230,33 +242,23 @@ def cross_validate(W, L, docs, candidates=CANDIDATES, method: str = approximatio
             dtr = None if docs is None else [docs[i] for i in train]
             dte = None if docs is None else [docs[i] for i in test]
             for c in candidates:
-                m = _fit_margins(c, D[train], dtr, D[test], dte, method, l2)
+                m = _fit_margins(c, D[train], dtr, D[test], dte, method, l2, priors)
                 acc[c][test] += ((m > 0) + 0.5 * (m == 0)) / repeats
     return acc
 
 
 def choose(W, L, docs: Optional[Sequence[tuple[Doc, Doc]]], method: str = approximation.DEFAULT_METHOD,
            l2: float = approximation.DEFAULT_L2, family: Sequence[str] = (), groups=None) -> Choice:
-    """The family for these pairs (or the given `family`), fitted on all of them, with the CV evidence.
-    groups: one label per pair (its prompt), so that cross-validation holds out whole prompts: pairs
-    on one prompt share responses, and a held-out pair whose responses were trained on says little."""
+    """The model for these pairs (the joint one, or the given `family`), fitted on all of them, with the
+    cross-validated accuracy of it and of each family alone. groups: one label per pair (its prompt),
+    so that cross-validation holds out whole prompts: pairs on one prompt share responses, and a
+    held-out pair whose responses were trained on says little."""
     W = np.asarray(W, dtype=np.float64)
     n = W.shape[0]
     fixed = tuple(family)
     attributes = ("attributes",)
-    if fixed:
-        candidates = tuple(dict.fromkeys([attributes, fixed]))
-    elif docs is None:
-        candidates = (attributes,)
-    else:
-        candidates = CANDIDATES
     if fixed and docs is None and fixed != attributes:
         raise DriftError(f"the {family_name(fixed)} family needs the responses' texts, which this profile lacks")
-    cv = {}
-    if n >= 2:
-        acc = cross_validate(W, L, docs, candidates, method, l2, groups=groups)
-        cv = {family_name(c): {"accuracy": float(a.mean()), "se": float(a.std(ddof=1) / math.sqrt(n))}
-              for c, a in acc.items()}
     if fixed:
         chosen, reason = fixed, "given"
     elif docs is None:
@@ -264,38 +266,15 @@ def choose(W, L, docs: Optional[Sequence[tuple[Doc, Doc]]], method: str = approx
     elif n < MIN_PAIRS:
         chosen, reason = attributes, f"fewer than {MIN_PAIRS} pairs: the paper's attribute model"
     else:
-        chosen, reason = rule(acc, n)
-    return Choice(chosen, reason, n, cv, fit(chosen, W, L, docs, method, l2))
-
-
-def gate(c: Sequence[str], z_one: float = Z_ONE, z_many: float = Z_MANY) -> float:
-    """Standard errors a candidate's gain must exceed: more for more weights fitted."""
-    return z_many if "lexical" in c else z_one
-
-
-def rule(acc: Mapping[tuple, np.ndarray], n: int, z_one: float = Z_ONE, z_many: float = Z_MANY,
-         lexical_min: int = LEXICAL_MIN_PAIRS) -> tuple[tuple, str]:
-    """Attributes, unless a candidate beats both them and chance by more than MARGIN and its gate's
-    standard errors; then the simplest within one standard error of the best of those. acc: per-pair
-    cross-validated accuracy of each candidate (cross_validate); the constants are parameters so
-    that experiments/choice_constants.py can replay the rule over a grid."""
-    base = acc[("attributes",)]
-
-    def clears(x: np.ndarray, z: float) -> bool:  # x: per-pair gains
-        return x.mean() > max(MARGIN, z * x.std(ddof=1) / math.sqrt(n))
-
-    eligible = [c for c, a in acc.items() if c != ("attributes",) and (n >= lexical_min or "lexical" not in c)
-                and all(clears(x, gate(c, z_one, z_many)) for x in (a - base, a - 0.5))]
-    if not eligible:
-        return ("attributes",), (f"no other family beats the attributes and chance by more than {MARGIN:g} and "
-                                 f"{z_one:g} standard errors ({z_many:g} with words) on these {n} pairs")
-    best = max(eligible, key=lambda c: acc[c].mean())
-    floor = acc[best].mean() - acc[best].std(ddof=1) / math.sqrt(n)
-    chosen = next(c for c in eligible if acc[c].mean() >= floor)
-    gain = acc[chosen].mean() - base.mean()
-    return chosen, (f"beats the attributes alone by {gain:.3f} in cross-validation (more than {MARGIN:g} and "
-                    f"{gate(chosen, z_one, z_many):g} standard errors), the simplest within one standard "
-                    f"error of the best ({family_name(best)})")
+        chosen, reason = JOINT, "every family in one fit, each shrunk by its prior"
+    singles = [attributes] if docs is None else [(f,) for f in FAMILIES]
+    cv = {}
+    if n >= 2:
+        acc = cross_validate(W, L, docs, tuple(dict.fromkeys(singles + [chosen])), method, l2, groups=groups)
+        cv = {family_name(c): {"accuracy": float(a.mean()), "se": float(a.std(ddof=1) / math.sqrt(n))}
+              for c, a in acc.items()}
+    model = fit(chosen, W, L, docs, method, l2)
+    return Choice(chosen, reason, n, cv, model, shares(model, W, L, docs))
 
 
 def word_rewards(model: Model, n: int) -> list[tuple[str, float]]:
@@ -306,21 +285,25 @@ def word_rewards(model: Model, n: int) -> list[tuple[str, float]]:
 
 
 def explain(c: Choice, attributes: Sequence[tuple[str, float]], words: Sequence[tuple[str, float]]) -> list[str]:
-    """The choice in words. attributes: (name, p) of the attributes that decode, strongest first;
-    words: (word, reward) of the lexical family's strongest words."""
+    """The model in words, its strongest family first. attributes: (name, p) of the attributes that
+    decode, strongest first; words: (word, reward) of the lexical family's strongest words."""
     name = family_name(c.family)
     lines = [f"model: {name} ({c.reason})"]
     if c.accuracy is not None:
         lo, hi = c.interval
-        others = ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in c.cv.items() if k != name)
+        others = ", ".join(f"{k} alone {v['accuracy']:.2f}" for k, v in c.cv.items() if k != name)
         lines.append(f"cross-validated accuracy on your {c.n_pairs} pairs: {c.accuracy:.2f} "
                      f"(95% interval {lo:.2f}-{hi:.2f})" + (f"; {others}" if others else ""))
+    order = sorted(c.family, key=lambda f: -c.shares.get(f, 0.0))
+    if len(c.shares) > 1:
+        lines.append("share of the margins on your pairs: " + ", ".join(f"{f} {c.shares[f]:.0%}" for f in order))
     likes = []
-    if "length" in c.family:
-        likes.append(f"{'longer' if c.model.length > 0 else 'shorter'} answers "
-                     f"(weight {c.model.length:+.2f} per e-fold of length)")
-    if "attributes" in c.family:
-        likes += [f"{'more' if p > 0 else 'less'} {a.lower()} ones (p {p:+.2f})" for a, p in attributes[:3]]
+    for f in order:
+        if f == "length":
+            likes.append(f"{'longer' if c.model.length > 0 else 'shorter'} answers "
+                         f"(weight {c.model.length:+.2f} per e-fold of length)")
+        elif f == "attributes":
+            likes += [f"{'more' if p > 0 else 'less'} {a.lower()} ones (p {p:+.2f})" for a, p in attributes[:3]]
     if likes:
         lines.append("you prefer " + (", ".join(likes[:-1]) + " and " + likes[-1] if len(likes) > 1 else likes[0]))
     if "lexical" in c.family:

@@ -170,8 +170,9 @@ def _fit_options(f):
                      help="qp: the paper's closed form; bt (the default, chosen by the DSP evaluation) and logistic: "
                           "regularized regressions."),
         click.option("--l2", type=float, help="Penalty of bt and logistic (default 1000); larger is closer to qp."),
-        click.option("--family", help="auto (the default): attributes, length, lexical or a combination, chosen by "
-                                      "cross-validation on your pairs; or one of them, e.g. attributes+length."),
+        click.option("--family", help="auto (the default): attributes, length and lexical in one fit, each shrunk "
+                                      "by its prior (attributes alone below 10 pairs); or some of them, e.g. "
+                                      "attributes+length."),
         click.option("--max-response-tokens", default=params.DEFAULT_MAX_RESPONSE_TOKENS, show_default=True,
                      help="Score responses on their first tokens only (0: whole responses; too long is an error). "
                           "The profile records it; updates score alike.",

@@ -45,7 +45,7 @@ def report(profile: Profile) -> dict:
     return {"n_pairs": profile.n_pairs, "selected": profile.selected, "decode_exclude": profile.decode_exclude,
             "choice": None if choice is None else {
                 "family": list(choice.family), "reason": choice.reason, "accuracy": choice.accuracy,
-                "interval": choice.interval, "cv": choice.cv, "length_weight": profile.length_weight(),
+                "interval": choice.interval, "cv": choice.cv, "shares": choice.shares, "length_weight": profile.length_weight(),
                 "words": profile.word_weights()},
             "attributes": [{"id": a["id"], "unit_implicit_preference": float(u), "p": p}
                            for a, u, p in zip(profile.attributes.to_dict()["attributes"], uip, profile.p.tolist())]}

@@ -33,7 +33,7 @@ class FitOptions:
     normalize: str = "sum"      # "sum": summed log-ratio (paper); "mean": per response token
     method: str = approximation.DEFAULT_METHOD  # "qp": the paper's closed form; "logistic", "bt": regressions
     l2: float = approximation.DEFAULT_L2        # penalty of "logistic" and "bt"
-    family: str = choice.AUTO   # "auto": chosen per user by cross-validation; or e.g. "attributes+length"
+    family: str = choice.AUTO   # "auto": every family in one shrunk fit (choice.py); or e.g. "attributes+length"
     # Response tokens scored (0: all). Profile.fit records its scorer's; updates must score alike.
     max_response_tokens: int = 0
 
@@ -403,7 +403,7 @@ class Profile:
 
 def choice_to_dict(c: choice.Choice) -> dict:
     m = c.model
-    return {"family": list(c.family), "reason": c.reason, "n_pairs": c.n_pairs, "cv": c.cv,
+    return {"family": list(c.family), "reason": c.reason, "n_pairs": c.n_pairs, "cv": c.cv, "shares": c.shares,
             "model": {"attributes": None if m.attributes is None else m.attributes.tolist(), "length": m.length,
                       "words": {w: list(v) for w, v in m.words.items()}, "word_norm": m.word_norm}}
 
@@ -412,4 +412,4 @@ def choice_from_dict(d: dict) -> choice.Choice:
     m = d["model"]
     model = choice.Model(tuple(d["family"]), None if m["attributes"] is None else np.array(m["attributes"]),
                          m["length"], {w: tuple(v) for w, v in m["words"].items()}, m["word_norm"])
-    return choice.Choice(tuple(d["family"]), d["reason"], d["n_pairs"], d["cv"], model)
+    return choice.Choice(tuple(d["family"]), d["reason"], d["n_pairs"], d["cv"], model, d.get("shares", {}))

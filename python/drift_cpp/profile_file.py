@@ -278,6 +278,9 @@ def _choice(c, k: int):
     if not isinstance(words, dict) or not all(isinstance(v, list) and len(v) == 2 and all(map(_is_number, v))
                                               for v in words.values()):
         raise _Invalid("field 'choice.model.words' must map words to [idf, weight]")
+    shares = c.get("shares", {})  # absent in profiles written before the joint model
+    if not (isinstance(shares, dict) and all(f in family and _is_number(v) for f, v in shares.items())):
+        raise _Invalid("field 'choice.shares' must map the model's families to numbers")
     return c
 
 

@@ -279,7 +279,7 @@ def bow_rm(train: Fold, test: Fold, l2: float = 1.0) -> float:
 
 
 def chosen(train: Fold, test: Fold) -> float:
-    """drift-cpp's per-user model choice (choice.choose) on the training pairs, with its defaults."""
+    """drift-cpp's per-user model (choice.choose) on the training pairs, with its defaults."""
     from .. import choice  # choice reads this module's tfidf features
 
     W, L = train.features("chosen")

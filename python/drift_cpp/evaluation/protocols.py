@@ -20,10 +20,10 @@ USER_KS = (10, 20, 50, 100, 200, 500, 1000)
 
 
 def user_methods() -> dict[str, MethodSpec]:
-    """What `drift-cpp evaluate` compares: what `approximate` fits (the family chosen on the training pairs, and
-    the default attribute fit it falls back to), the paper's fit, and the baselines."""
+    """What `drift-cpp evaluate` compares: what `approximate` fits (the joint model of every family on the
+    training pairs, and the default attribute fit it falls back to), the paper's fit, and the baselines."""
     default_fit = f"drift ({approximation.DEFAULT_METHOD} l2={approximation.DEFAULT_L2:g}, the default)"
-    return {"drift-cpp (family chosen per user)": "chosen",
+    return {"drift-cpp (the profile's model)": "chosen",
             default_fit: (approximation.DEFAULT_METHOD, {"l2": approximation.DEFAULT_L2}),
             "drift (qp, the paper's)": "drift", **{m: m for m in ("longer", "best_single", "logistic", "bow_rm")}}
 
