@@ -258,6 +258,12 @@ SIZES = {
     # thread beside other work for the `short` and `plain_words` personas.
     "terms": dict(train=20, held_out=20, attributes=PAIR_ATTRIBUTES, max_tokens=96, score_tokens=64,
                   betas=(MAIN_BETA,), answers=4, icl=False),
+    # `terms` with room to end: at 96 tokens 19 of 20 plain held-out answers were cut, so a profile that
+    # lengthens answers could at worst tie on `short`. In a probe on the first 20 TRAINING prompts
+    # (one seed, plain decoding), 9 answers ended within 320 tokens (120-290), and 7 at temperature 0.7,
+    # so the cap grows and the sampler stays. ~45 min on one thread for `short` and `plain_words`.
+    "terms_long": dict(train=20, held_out=20, attributes=PAIR_ATTRIBUTES, max_tokens=320, score_tokens=64,
+                       betas=(MAIN_BETA,), answers=4, icl=False),
 }
 ANSWERS, ICL = 2, True  # a size's defaults: two answers per training prompt, the in-context baseline
 

@@ -127,3 +127,15 @@ def test_unit_implicit_preference():
     assert ap.unit_implicit_preference(np.array([3.0, -6.0]), 3).tolist() == [1.0, -2.0]
     with pytest.raises(DriftError):
         ap.unit_implicit_preference(np.array([1.0]), 0)
+
+
+def test_bradley_terry_with_an_offset_meets_its_optimality_condition():
+    # The gradient of sum logloss(y, X b + offset) + l2/2 ||b||^2 vanishes at the returned b.
+    rng = np.random.default_rng(5)
+    D, offset, l2 = rng.normal(size=(30, 3)), rng.normal(size=30), 2.0
+    b = ap.bradley_terry_coefficients(D, l2, offset=offset)
+    X, z_off = np.vstack([D, -D]), np.concatenate([offset, -offset])
+    y = np.concatenate([np.ones(30), np.zeros(30)])
+    grad = X.T @ (1 / (1 + np.exp(-(X @ b + z_off))) - y) + l2 * b
+    np.testing.assert_allclose(grad, 0, atol=1e-8)
+    assert not np.allclose(b, ap.bradley_terry_coefficients(D, l2))  # the offset mattered

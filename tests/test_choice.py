@@ -1,6 +1,8 @@
 """The per-user model choice on synthetic users whose true preference is known (numpy only, no model)."""
 
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,38 +11,10 @@ from drift_cpp import approximation, choice
 from drift_cpp.errors import DriftError
 from drift_cpp.evaluation import bow_rm, Fold
 
-NEUTRAL = [f"w{i}" for i in range(300)]
-LIKED, DISLIKED = ["kindly", "please", "thanks"], ["dude", "whatever", "nah"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+from synthetic_users import DISLIKED, LIKED, user  # noqa: E402
+
 SEEDS = range(10)
-
-
-def text(rng, n_words, liked=0, disliked=0):
-    words = list(rng.choice(NEUTRAL, n_words)) + list(rng.choice(LIKED, liked)) + list(rng.choice(DISLIKED, disliked))
-    rng.shuffle(words)
-    return " ".join(words)
-
-
-def user(kind, n, seed, k=14):
-    """n pairs of a user who prefers by `kind` alone; the other families' features are noise."""
-    rng = np.random.default_rng(seed)
-    W, L = rng.normal(0, 3, (n, k)), rng.normal(0, 3, (n, k))
-    v = rng.normal(size=k)
-    docs = []
-    for j in range(n):
-        na, nb = rng.integers(15, 80, 2)
-        a, b = text(rng, na), text(rng, nb)
-        if kind == "length":  # a strong, not a certain, taste for longer answers
-            first = rng.random() < 1 / (1 + np.exp(-4 * (np.log1p(na) - np.log1p(nb))))
-        elif kind == "lexical":  # a liked word in one answer, a disliked one in the other; lengths unrelated
-            a, b, first = text(rng, na // 2, liked=1), text(rng, nb // 2, disliked=1), True
-        elif kind == "attributes":
-            first = (W[j] - L[j]) @ v > 0
-        else:  # coin flips
-            first = rng.random() < 0.5
-        docs.append((a, b) if first else (b, a))
-        if not first:
-            W[j], L[j] = L[j].copy(), W[j].copy()
-    return W, L, docs
 
 
 def choices(kind, n):
@@ -64,8 +38,11 @@ def test_a_handful_of_pairs_falls_back_to_the_attributes(kind):
     assert all(c.family == ("attributes",) and c.shares == {"attributes": 1.0} for c in got)
 
 
-def test_a_length_taste_leads_from_20_pairs():
-    assert Counter(leading(c) for c in choices("length", 20))["length"] >= 9
+@pytest.mark.parametrize("kind", ["length", "shorter"])
+def test_a_length_taste_either_way_leads_from_20_pairs(kind):
+    got = choices(kind, 20)
+    assert Counter(leading(c) for c in got)["length"] >= 8
+    assert all((c.model.length > 0) == (kind == "length") for c in got)
 
 
 def test_the_priors_shrink_what_few_pairs_support():
@@ -201,3 +178,11 @@ def test_grouped_cross_validation_holds_out_whole_prompts():
         assert sorted(np.concatenate(parts).tolist()) == list(range(groups.size))
         assert all(len(set(groups[p])) * 5 == len(p) for p in parts)  # no prompt is split
     assert len(choice._partition(10, [0] * 10, choice.FOLDS, np.random.default_rng(0))) == choice.FOLDS  # one prompt
+
+
+def test_a_length_prior_s_mean_is_where_a_strong_prior_holds_the_weight():
+    W, L, docs = user("noise", 40, 6)
+    pinned = choice.Priors(length=1e9, length_mean=0.7)
+    assert choice.fit(("length",), W, L, docs, priors=pinned).length == pytest.approx(0.7, abs=1e-6)
+    loose = choice.fit(("length",), W, L, docs, priors=choice.Priors(length_mean=0.7)).length
+    assert loose != pytest.approx(0.7, abs=1e-3)  # with the default strength the pairs move it

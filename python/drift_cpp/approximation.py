@@ -78,8 +78,8 @@ def fit_qp(W, L) -> tuple[np.ndarray, np.ndarray]:
     return v, normalize(v)
 
 
-def _newton_logistic(X, y, l2, penalized, iters, tol=1e-10) -> np.ndarray:
-    """Minimize sum_r logloss(y_r, X_r b) + l2/2 * ||b[penalized]||^2 by damped Newton.
+def _newton_logistic(X, y, l2, penalized, iters, tol=1e-10, offset=None) -> np.ndarray:
+    """Minimize sum_r logloss(y_r, X_r b + offset_r) + l2/2 * ||b[penalized]||^2 by damped Newton.
 
     Deterministic: starts at b = 0, full Newton steps halved until the objective decreases.
     """
@@ -87,16 +87,17 @@ def _newton_logistic(X, y, l2, penalized, iters, tol=1e-10) -> np.ndarray:
         raise DriftError(f"l2 penalty must be positive, got {l2}")
     n, d = X.shape
     pen = l2 * penalized.astype(np.float64)
+    offset = np.zeros(n) if offset is None else offset
 
     def objective(b):
-        z = X @ b
+        z = X @ b + offset
         # logloss = log(1 + e^z) - y z, computed stably
         return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(pen * b * b))
 
     b = np.zeros(d)
     f = objective(b)
     for _ in range(iters):
-        z = X @ b
+        z = X @ b + offset
         mu = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid, overflow-free
         grad = X.T @ (mu - y) + pen * b
         hess = (X.T * (mu * (1.0 - mu))) @ X + np.diag(pen) + 1e-12 * np.eye(d)
@@ -142,14 +143,16 @@ def fit_bradley_terry(W, L, l2: float = 1.0, iters: int = 100) -> np.ndarray:
     return normalize(bradley_terry_coefficients(W - L, l2, iters))
 
 
-def bradley_terry_coefficients(D, l2: float = 1.0, iters: int = 100) -> np.ndarray:
+def bradley_terry_coefficients(D, l2: float = 1.0, iters: int = 100, offset=None) -> np.ndarray:
     """The coefficients b of fit_bradley_terry on differences D = W - L, as fitted (not at unit norm):
-    P(chosen) = sigmoid(D_j . b). A model over several feature families needs their relative scale."""
+    P(chosen) = sigmoid(D_j . b + offset_j). A model over several feature families needs their
+    relative scale; the offset is the margin its priors' means give (zero-mean priors: none)."""
     D = np.asarray(D, dtype=np.float64)
     n, k = D.shape
     X = np.vstack([D, -D])
     y = np.concatenate([np.ones(n), np.zeros(n)])
-    return _newton_logistic(X, y, l2, np.ones(k, dtype=bool), iters)
+    offset = None if offset is None else np.concatenate([offset, -np.asarray(offset, dtype=np.float64)])
+    return _newton_logistic(X, y, l2, np.ones(k, dtype=bool), iters, offset=offset)
 
 
 def fit(W, L, method: str = DEFAULT_METHOD, l2: float = DEFAULT_L2) -> np.ndarray:

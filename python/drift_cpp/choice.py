@@ -16,12 +16,16 @@ paper's attributes alone.
 Why shrinkage rather than a choice: on six development users (experiments/choice_constants.py,
 docs/results/family_choice/constants.md; train pools only, by nested evaluation), every per-user
 choice by cross-validation that was tried had a worse worst-user regret than one joint fit with
-fixed priors (0.039), and no better mean accuracy (0.682): the former rule, where a candidate had to
-beat the attributes by a margin and z standard errors (0.067, 0.669); attributes or joint, whichever
-cross-validates better (0.056, 0.681); the prior strength per user (0.067, 0.677). With 10-20 pairs
-cross-validation is too noisy to switch families on. The priors were chosen on that grid by the same
-criterion. The user's own cross-validation is still run and recorded, for `profile show`: the joint
-model's accuracy with an interval, and each family's alone.
+fixed, zero-mean priors (0.039), and no better mean accuracy (0.682): the former rule, where a
+candidate had to beat the attributes by a margin and z standard errors (0.067, 0.669); attributes
+or joint, whichever cross-validates better (0.056, 0.681); the prior strength per user (0.067, 0.677).
+With 10-20 pairs cross-validation is too noisy to switch families on. The kept priors (Priors) add a
+slight lean toward longer answers: 0.035 and 0.698 there. Priors with a stronger lean score better
+on those six users, all of whom lean longer, but they override a user who prefers shorter answers;
+so the grid admits only priors under which synthetic users whose taste is one family get that family
+first (length either way from 20 pairs; length, words or attributes from 40). The user's own
+cross-validation is still run and recorded, for `profile show`: the joint model's accuracy with an
+interval, and each family's alone.
 
 A family can also be given (e.g. "attributes+length"): then only it is fitted.
 
@@ -53,10 +57,14 @@ Z95 = 1.959964
 
 @dataclass(frozen=True)
 class Priors:
-    """l2 priors (on the summed loss) of the length and lexical columns in a joint fit; the attributes'
-    is the fit's own l2. Chosen by nested evaluation on development users (see above)."""
-    length: float = 3.0
+    """l2 priors (on the summed loss) of the length and lexical columns in a joint fit, and the length
+    weight's prior mean; the attributes' prior is the fit's own l2. Chosen by nested evaluation on
+    development users, among priors that follow a synthetic length taste either way (see above)."""
+    length: float = 5.0
     lexical: float = 5.0
+    # Per e-fold of length, before any pair: a slight lean toward longer answers, as every development
+    # user's train pool has (0.6-1.0 fitted alone). Stronger leans override users who prefer shorter.
+    length_mean: float = 0.25
 
 
 PRIORS = Priors()
@@ -118,30 +126,33 @@ class Choice:
 # ----------------------------------------------------------------------- fitting
 def _design(family, D, docs_train, docs_test, Dt, l2, priors: Priors):
     """Joined columns of the families, each scaled by 1/sqrt(its l2) so that one l2 = 1 fit gives every
-    family its own prior; returns (X, Xt, scales, widths)."""
+    family its own prior; returns (X, Xt, scales, offset, offset_t). The offsets are the margins of the
+    length prior's mean: the fit estimates the length weight's departure from it."""
     blocks, blocks_t, scales = [], [], []
+    offset, offset_t = np.zeros(D.shape[0]), np.zeros(Dt.shape[0])
     for f in family:
         if f == "attributes":
             X, Xt, lam = D, Dt, l2
         elif f == "length":
             X, Xt, lam = length_feature(docs_train)[:, None], length_feature(docs_test)[:, None], priors.length
+            offset, offset_t = priors.length_mean * X[:, 0], priors.length_mean * Xt[:, 0]
         else:
             X, Xt = bow_design(docs_train, docs_test)
             lam = priors.lexical
         blocks.append(X / math.sqrt(lam))
         blocks_t.append(Xt / math.sqrt(lam))
         scales.append((1 / math.sqrt(lam), X.shape[1]))
-    return np.hstack(blocks), np.hstack(blocks_t), scales
+    return np.hstack(blocks), np.hstack(blocks_t), scales, offset, offset_t
 
 
 def _fit_margins(family, D, docs, Dt, docs_t, method, l2, priors: Priors) -> np.ndarray:
     """Test margins of `family` fitted on the training pairs."""
     if family == ("attributes",):  # the profile's own fit, so that the comparison is with what it decodes
         return Dt @ approximation.fit(D, np.zeros_like(D), method, l2)
-    X, Xt, _ = _design(family, D, docs, docs_t, Dt, l2, priors)
+    X, Xt, _, offset, offset_t = _design(family, D, docs, docs_t, Dt, l2, priors)
     if X.shape[1] == 0:
         return np.zeros(Xt.shape[0])
-    return Xt @ approximation.bradley_terry_coefficients(X, 1.0)
+    return Xt @ approximation.bradley_terry_coefficients(X, 1.0, offset=offset) + offset_t
 
 
 def fit(family: Sequence[str], W, L, docs: Optional[Sequence[tuple[Doc, Doc]]], method: str = approximation.DEFAULT_METHOD,
@@ -152,8 +163,8 @@ def fit(family: Sequence[str], W, L, docs: Optional[Sequence[tuple[Doc, Doc]]], 
     if family == ("attributes",):
         return Model(family, attributes=approximation.fit(W, L, method, l2))
     docs = list(docs)
-    X, _, scales = _design(family, D, docs, docs[:0], D[:0], l2, priors)
-    b = approximation.bradley_terry_coefficients(X, 1.0) if X.shape[1] else np.zeros(0)
+    X, _, scales, offset, _ = _design(family, D, docs, docs[:0], D[:0], l2, priors)
+    b = approximation.bradley_terry_coefficients(X, 1.0, offset=offset) if X.shape[1] else np.zeros(0)
     model, at = Model(family), 0
     for f, (scale, width) in zip(family, scales):
         part = b[at: at + width] * scale
@@ -161,7 +172,7 @@ def fit(family: Sequence[str], W, L, docs: Optional[Sequence[tuple[Doc, Doc]]], 
         if f == "attributes":
             model.attributes = part
         elif f == "length":
-            model.length = float(part[0])
+            model.length = priors.length_mean + float(part[0])
         else:
             vocab, idf, weights = bow_word_weights(docs, part) if width else ({}, np.zeros(0), np.zeros(0))
             model.words = {w: (float(idf[j]), float(weights[j])) for w, j in vocab.items()}
