@@ -12,19 +12,20 @@ each user's train pool is read, never its test pool:
       - two per-user choices by the user's own cross-validation, for comparison: the attributes
         alone or the joint model, whichever cross-validates better; and the joint model at the prior
         (of PER_USER_PRIORS) that cross-validates best.
-Admissible priors recover synthetic users (synthetic_users.py) whose taste is one family: for each
-(kind, pairs, users) of ADMISSION, the true family leads the joint model's shares (with the taste's
-sign, for length) for that many of 10 users: the issue's recovery from 40 pairs, and a length taste
-either way from 20. Every development user's train pool leans to longer answers, so the grid alone
-would reward a population lean strong enough to override a user who prefers shorter answers (the
-demo's persona, generation_judges' `short`). This constraint was added after the unconstrained grid
-picked length prior 50 around a mean of 0.5, under which such a user of 20 pairs, and even of 40,
-gets a positive length weight.
-The issue's target is per user (at k = 20 the model near the best baseline for EVERY user), so the
-kept priors minimize, among the admissible ones, the worst user's regret: for each user and k, the best single candidate's mean
-inner held-out accuracy (the family an oracle would have fixed for that user) minus the
-configuration's, averaged over the ks, maximized over the users. Among priors within TOLERANCE of the
-least regret, the best mean accuracy, then the strongest priors, then no lean (length mean 0).
+Admissible priors recover synthetic users (synthetic_users.py) whose taste is one family. For each
+(kind, pairs, users) of ADMISSION, the true family must lead the joint model's shares (with the
+taste's sign, for length) for that many of 10 users: the issue's recovery from 40 pairs, and a length
+taste either way from 20. Every development user's train pool leans to longer answers, so the grid
+alone would reward a population lean strong enough to override a user who prefers shorter answers
+(the demo's persona, generation_judges' `short`). This constraint was added after the unconstrained
+grid picked length prior 50 around a mean of 0.5, under which such a user of 20 pairs, and even of
+40, gets a positive length weight.
+
+The issue's target is per user (at k = 20 the model near the best baseline for EVERY user). So, among
+the admissible priors, the kept ones minimize the worst user's regret: for each user and k, the best
+single candidate's mean inner held-out accuracy (the family an oracle would have fixed for that user)
+minus the configuration's, averaged over the ks, maximized over the users. Among priors within
+TOLERANCE of the least regret: the best mean accuracy, then the strongest priors, then no lean.
 
 The former rule (a candidate replaced the attributes when it beat them by a margin and z standard
 errors) scored worst regret 0.067 and mean 0.669 on these same splits and draws (this script at git

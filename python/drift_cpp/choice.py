@@ -14,18 +14,17 @@ model that decodes. Below MIN_PAIRS pairs, or without the responses' texts, the 
 paper's attributes alone.
 
 Why shrinkage rather than a choice: on six development users (experiments/choice_constants.py,
-docs/results/family_choice/constants.md; train pools only, by nested evaluation), every per-user
-choice by cross-validation that was tried had a worse worst-user regret than one joint fit with
-fixed, zero-mean priors (0.039), and no better mean accuracy (0.682): the former rule, where a
-candidate had to beat the attributes by a margin and z standard errors (0.067, 0.669); attributes
-or joint, whichever cross-validates better (0.056, 0.681); the prior strength per user (0.067, 0.677).
-With 10-20 pairs cross-validation is too noisy to switch families on. The kept priors (Priors) add a
-slight lean toward longer answers: 0.035 and 0.698 there. Priors with a stronger lean score better
-on those six users, all of whom lean longer, but they override a user who prefers shorter answers;
-so the grid admits only priors under which synthetic users whose taste is one family get that family
-first (length either way from 20 pairs; length, words or attributes from 40). The user's own
-cross-validation is still run and recorded, for `profile show`: the joint model's accuracy with an
-interval, and each family's alone.
+docs/results/family_choice/constants.md; train pools only, by nested evaluation), no per-user choice
+by cross-validation that was tried did better than one joint fit with fixed priors, in worst-user
+regret or in mean accuracy (the kept priors: 0.035, 0.698). The former rule, where a candidate had to
+beat the attributes by a margin and z standard errors: 0.067, 0.669. Attributes or joint, whichever
+cross-validates better: 0.037, 0.692. The prior strength per user: 0.067, 0.677. With 10-20 pairs
+cross-validation is too noisy to switch families on. The kept priors add a slight lean toward
+longer answers. A stronger lean scores better on those six users, all of whom lean longer, but it
+overrides a user who prefers shorter answers; so the grid admits only priors under which synthetic
+users whose taste is one family get that family first (length either way from 20 pairs; length,
+words or attributes from 40). The user's own cross-validation is still run and recorded, for
+`profile show`: the joint model's accuracy with an interval, and each family's alone.
 
 A family can also be given (e.g. "attributes+length"): then only it is fitted.
 
@@ -59,7 +58,7 @@ Z95 = 1.959964
 class Priors:
     """l2 priors (on the summed loss) of the length and lexical columns in a joint fit, and the length
     weight's prior mean; the attributes' prior is the fit's own l2. Chosen by nested evaluation on
-    development users, among priors that follow a synthetic length taste either way (see above)."""
+    development users, among priors that recover synthetic users of each family (see above)."""
     length: float = 5.0
     lexical: float = 5.0
     # Per e-fold of length, before any pair: a slight lean toward longer answers, as every development
@@ -213,8 +212,7 @@ def contributions(model: Model, W, L, docs: Optional[Sequence[tuple[Doc, Doc]]])
 
 def margins(model: Model, W, L, docs: Optional[Sequence[tuple[Doc, Doc]]]) -> np.ndarray:
     """The model's preference margin of each pair (> 0: the chosen one is predicted)."""
-    D = np.asarray(W, dtype=np.float64)
-    return sum(contributions(model, W, L, docs).values(), np.zeros(D.shape[0]))
+    return sum(contributions(model, W, L, docs).values(), np.zeros(np.shape(W)[0]))
 
 
 def shares(model: Model, W, L, docs) -> dict[str, float]:
