@@ -163,6 +163,18 @@ def test_features_may_be_absent(tmp_path):
     assert pf.load(path).features is None
 
 
+# A joint model's record over the sample's three attributes (choice_to_dict's shape).
+JOINT_CHOICE = {"family": ["attributes", "length"], "reason": "r", "n_pairs": 12, "cv": {},
+                "shares": {"attributes": 0.25, "length": 0.75},
+                "model": {"attributes": [0.1, 0.2, 0.3], "length": 0.5, "words": {}, "word_norm": 1.0}}
+
+
+def test_a_choice_with_shares_loads(tmp_path):
+    path = tmp_path / "profile.json"
+    path.write_text(with_field("choice", JOINT_CHOICE), encoding="utf-8")
+    assert pf.load(path).choice["shares"] == {"attributes": 0.25, "length": 0.75}
+
+
 @pytest.mark.parametrize("name, value, expected", [
     ("model", [], "field 'model' must be an object, got list"),
     ("base", "base", "field 'base' must be an object, got str"),
@@ -195,6 +207,8 @@ def test_features_may_be_absent(tmp_path):
      "field 'features.rows[0].l' has 1 entries but 'attributes' has 3"),
     ("features", {"rows": [{"w": [1.0, 2.0, 3.0], "l": [1.0, 2.0, 3.0]}]},
      "field 'features.rows[0].id' must be a string"),
+    ("choice", {**JOINT_CHOICE, "shares": {"lexical": 0.5}}, "field 'choice.shares' must map the model's families to numbers"),
+    ("choice", {**JOINT_CHOICE, "shares": {"length": "most"}}, "field 'choice.shares' must map the model's families to numbers"),
 ])
 def test_wrongly_typed_fields(tmp_path, name, value, expected):
     assert load_error(tmp_path, with_field(name, value)) == expected
