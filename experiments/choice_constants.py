@@ -28,8 +28,8 @@ minus the configuration's, averaged over the ks, maximized over the users. Among
 TOLERANCE of the least regret: the best mean accuracy, then the strongest priors, then no lean.
 
 The former rule (a candidate replaced the attributes when it beat them by a margin and z standard
-errors) scored worst regret 0.067 and mean 0.669 on these same splits and draws (this script at git
-rev 84129a8, constants.md there).
+errors) scored worst regret 0.067 and mean 0.669 on these same splits and draws (constants.md as
+committed in 159e63c, run at git rev 84129a8).
 
     python experiments/choice_constants.py --threads 1 --articles 20 --out docs/results/family_choice
 """
@@ -180,7 +180,7 @@ def markdown(r: dict, users, ks) -> str:
            "(true family leading, of 10 users: " + ", ".join(f"{k} at {p} pairs {u}" for k, p, u in
                                                               r["admission"]["rules"]) + ")",
            "- the former rule (a candidate replaced the attributes when it beat them by a margin and z standard "
-           "errors), on the same splits and draws: worst regret 0.067, mean 0.669 (git rev 84129a8)", "",
+           "errors), on the same splits and draws: worst regret 0.067, mean 0.669 (constants.md in commit 159e63c)", "",
            "Regret: the best single candidate's inner held-out accuracy (at the former priors 1 / 1) minus the "
            f"configuration's, averaged over k = {', '.join(map(str, ks))}; the worst user's is shown. Each row: "
            f"inner held-out accuracy by user at k = {ks_text}.", "",
