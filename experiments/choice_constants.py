@@ -79,9 +79,9 @@ def held_out(family, priors, sample, held) -> float:
     return approximation.accuracy(choice.margins(model, held.W, held.L, held.texts))
 
 
-def cv_mean(family, priors, sample) -> float:
-    acc = choice.cross_validate(sample.W, sample.L, sample.texts, (family,), groups=sample.groups, priors=priors)
-    return float(acc[family].mean())
+def cv_means(candidates, priors, sample) -> dict[tuple, float]:
+    acc = choice.cross_validate(sample.W, sample.L, sample.texts, candidates, groups=sample.groups, priors=priors)
+    return {c: float(a.mean()) for c, a in acc.items()}
 
 
 def recovers_synthetic_users(priors: choice.Priors) -> bool:
@@ -106,9 +106,10 @@ def draw_scores(sample, held) -> dict[str, float]:
     for c in choice.CANDIDATES:
         out[choice.family_name(c)] = held_out(c, FORMER, sample, held)
     default = choice.PRIORS
-    joint_wins = cv_mean(choice.JOINT, default, sample) >= cv_mean(ATTRIBUTES, default, sample)
+    cv = cv_means((ATTRIBUTES, choice.JOINT), default, sample)  # one pass: both share the partitions
+    joint_wins = cv[choice.JOINT] >= cv[ATTRIBUTES]
     out["by CV: attributes or joint"] = held_out(choice.JOINT if joint_wins else ATTRIBUTES, default, sample, held)
-    best = max(PER_USER_PRIORS, key=lambda p: cv_mean(choice.JOINT, p, sample))
+    best = max(PER_USER_PRIORS, key=lambda p: cv_means((choice.JOINT,), p, sample)[choice.JOINT])
     out["by CV: the joint model's prior"] = held_out(choice.JOINT, best, sample, held)
     return out
 
