@@ -72,7 +72,9 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("eos_token", [](const Model & self) { return llama_vocab_eos(self.vocab()); })
         .def("meta", &Model::meta, py::arg("key"))
         .def("token_text", [](const Model & self, int token) { return std::string(llama_vocab_get_text(self.vocab(), token)); })
-        .def("tokenize", &Model::tokenize, py::arg("text"), py::arg("add_special") = false, py::arg("parse_special") = true)
+        // Without the GIL: a long text must not freeze the server's other threads.
+        .def("tokenize", &Model::tokenize, py::arg("text"), py::arg("add_special") = false, py::arg("parse_special") = true,
+             py::call_guard<py::gil_scoped_release>())
         .def("detokenize", [](const Model & self, const std::vector<llama_token> & tokens) {
             return py::bytes(self.detokenize(tokens));
         })
@@ -134,7 +136,23 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("seed", &SamplingParams::seed)
         .def_readwrite("max_tokens", &SamplingParams::max_tokens)
         .def_readwrite("stop", &SamplingParams::stop)
+        .def_readwrite("repeat_penalty", &SamplingParams::repeat_penalty)
+        .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty)
+        .def_readwrite("presence_penalty", &SamplingParams::presence_penalty)
+        .def_readwrite("penalty_last_n", &SamplingParams::penalty_last_n)
+        .def_readwrite("dry_multiplier", &SamplingParams::dry_multiplier)
+        .def_readwrite("dry_base", &SamplingParams::dry_base)
+        .def_readwrite("dry_allowed_length", &SamplingParams::dry_allowed_length)
+        .def_readwrite("dry_penalty_last_n", &SamplingParams::dry_penalty_last_n)
         .def_readwrite("entropy_stats", &SamplingParams::entropy_stats);
+
+    py::class_<Steering>(m, "Steering")
+        .def(py::init<>())
+        .def_readwrite("coefficients", &Steering::coefficients)
+        .def_readwrite("token_bias", &Steering::token_bias)
+        .def_readwrite("eog_bias", &Steering::eog_bias)
+        .def_readwrite("plausibility", &Steering::plausibility)
+        .def_readwrite("max_kl", &Steering::max_kl);
 
     py::class_<Engine>(m, "Engine")
         .def(py::init([](const std::vector<const Model *> & models, const std::vector<SlotLayout> & slots, int n_ctx,
@@ -151,13 +169,13 @@ PYBIND11_MODULE(_core, m) {
         .def("sync", &Engine::sync, py::arg("slot"), py::arg("prompts"), py::call_guard<py::gil_scoped_release>())
         .def(
             "generate",
-            [](Engine & self, const std::vector<int> & slots, const std::vector<std::vector<float>> & coefficients,
+            [](Engine & self, const std::vector<int> & slots, const std::vector<Steering> & steering,
                const std::vector<SamplingParams> & sampling, const std::function<py::object(int, py::str)> & on_piece) {
                 std::vector<GenerationResult> results;
                 bool signalled = false;
                 {
                     py::gil_scoped_release release;
-                    results = self.generate(slots, coefficients, sampling, [&](int slot, const std::string & piece) {
+                    results = self.generate(slots, steering, sampling, [&](int slot, const std::string & piece) {
                         py::gil_scoped_acquire gil;
                         if (PyErr_CheckSignals() != 0) {
                             signalled = true;  // raised again below, once the engine has stopped cleanly
@@ -183,13 +201,13 @@ PYBIND11_MODULE(_core, m) {
                 }
                 return out;
             },
-            py::arg("slots"), py::arg("coefficients"), py::arg("sampling"), py::arg("on_piece") = nullptr)
-        .def("set_bias", &Engine::set_bias, py::arg("slot"), py::arg("tokens"), py::arg("eog"))
+            py::arg("slots"), py::arg("steering"), py::arg("sampling"), py::arg("on_piece") = nullptr)
         .def("logits", [](const Engine & self, int slot, int sequence) { return to_numpy(self.logits(slot, sequence)); },
              py::arg("slot"), py::arg("sequence"))
-        .def("fused_logits", [](const Engine & self, int slot, const std::vector<float> & coefficients) {
-            return to_numpy(self.fused_logits(slot, coefficients));
-        }, py::arg("slot"), py::arg("coefficients"))
+        .def("fused_logits", [](const Engine & self, int slot, const Steering & steering) {
+            return to_numpy(self.fused_logits(slot, steering));
+        }, py::arg("slot"), py::arg("steering"))
+        .def("plausible", &Engine::plausible, py::arg("slot"), py::arg("steering"))
         .def("raw_steps", &Engine::raw_steps, py::arg("n"), py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("kv_bytes", &Engine::kv_bytes);
 }

@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include "batch.h"
+#include "guard.h"
 #include "logits.h"
 
 #include <algorithm>
@@ -17,9 +18,22 @@ struct SamplerDeleter {
 };
 using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
 
-// llama.cpp's sampler chain, applied below to the fused logits array.
-SamplerPtr make_sampler(const SamplingParams & p) {
+// llama.cpp's sampler chain, applied below to the fused logits array: the repetition penalties
+// and DRY first, as llama.cpp's common sampler orders them, then greedy or the truncations.
+SamplerPtr make_sampler(const SamplingParams & p, const Model & writer, int n_ctx) {
     SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
+    if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) {
+        llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(writer.n_vocab(), p.penalty_last_n,
+                                                                          p.repeat_penalty, p.frequency_penalty,
+                                                                          p.presence_penalty));
+    }
+    if (p.dry_multiplier > 0.0f) {
+        static const char * breakers[] = {"\n", ":", "\"", "*"};  // llama.cpp's default sequence breakers
+        // This llama.cpp takes a count: -1 ("the whole context") is resolved here, as its common library does.
+        const int last_n = p.dry_penalty_last_n < 0 ? n_ctx : p.dry_penalty_last_n;
+        llama_sampler_chain_add(chain.get(), llama_sampler_init_dry(writer.vocab(), p.dry_multiplier, p.dry_base,
+                                                                    p.dry_allowed_length, last_n, breakers, 4));
+    }
     if (p.temperature <= 0.0f) {
         llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
         return chain;
@@ -94,7 +108,11 @@ Engine::Engine(const std::vector<const Model *> & models, const std::vector<Slot
         }
         slots_.push_back(std::move(seqs));
     }
-    bias_.resize(slots_.size());
+    for (llama_token t = 0; t < n_vocab_; ++t) {
+        if (models[0]->is_eog(t)) {
+            eog_tokens_.push_back(t);
+        }
+    }
     for (size_t m = 0; m < models.size(); ++m) {
         if (n_seq[m] == 0) {
             contexts_.emplace_back();  // a model no sequence uses needs no KV cache
@@ -245,8 +263,9 @@ bool Engine::full(int slot) const {
     return false;
 }
 
-void Engine::check_coefficients(int slot, const std::vector<float> & coefficients) const {
+void Engine::check_steering(int slot, const Steering & steering) const {
     const auto & seqs = slots_.at(slot);
+    const auto & coefficients = steering.coefficients;
     if (coefficients.size() != seqs.size()) {
         throw std::invalid_argument("expected " + std::to_string(seqs.size()) + " coefficients, got " +
                                     std::to_string(coefficients.size()));
@@ -256,6 +275,26 @@ void Engine::check_coefficients(int slot, const std::vector<float> & coefficient
             throw std::invalid_argument("formula coefficients must be finite");
         }
     }
+    for (auto [token, value] : steering.token_bias) {
+        if (token < 0 || token >= n_vocab_) {
+            throw std::out_of_range("no token " + std::to_string(token) + " in the vocabulary");
+        }
+        if (!std::isfinite(value)) {
+            throw std::invalid_argument("token biases must be finite");
+        }
+    }
+    if (!std::isfinite(steering.eog_bias)) {
+        throw std::invalid_argument("the end-of-generation bias must be finite");
+    }
+    if (!(steering.plausibility >= 0.0f && steering.plausibility < 1.0f)) {
+        throw std::invalid_argument("plausibility must be in [0, 1)");
+    }
+    if (!(steering.max_kl >= 0.0f && std::isfinite(steering.max_kl))) {
+        throw std::invalid_argument("max_kl must be a finite number >= 0");
+    }
+    if (seqs[0].model != 0) {
+        throw std::invalid_argument("a slot's first sequence must be the LLM's: the guard's reference");
+    }
     for (const auto & seq : seqs) {
         if (seq.logits.empty()) {
             throw std::logic_error("sync() must run before generation");
@@ -263,67 +302,59 @@ void Engine::check_coefficients(int slot, const std::vector<float> & coefficient
     }
 }
 
-void Engine::fuse(int slot, const std::vector<float> & coefficients, float * out) const {
+void Engine::fuse(int slot, const Steering & steering, float * out) const {
     std::vector<const float *> rows;
     std::vector<int> sizes;
     for (const auto & seq : slots_[slot]) {
         rows.push_back(seq.logits.data());
         sizes.push_back((int) seq.logits.size());
     }
-    weighted_sum(rows, sizes, coefficients, n_vocab_, out);
-    add_bias(bias_[slot], out);
-}
-
-void Engine::set_bias(int slot, const std::vector<std::pair<llama_token, float>> & tokens, float eog) {
-    sequence(slot, 0);  // checks the slot
-    std::vector<float> bias(n_vocab_, 0.0f);
-    bool any = false;
-    for (auto [token, value] : tokens) {
-        if (token < 0 || token >= n_vocab_) {
-            throw std::out_of_range("no token " + std::to_string(token) + " in the vocabulary");
-        }
-        if (!std::isfinite(value)) {
-            throw std::invalid_argument("token biases must be finite");
-        }
-        bias[token] += value;
-        any = any || value != 0.0f;
+    weighted_sum(rows, sizes, steering.coefficients, n_vocab_, out);
+    for (auto [token, value] : steering.token_bias) {
+        out[token] += value;
     }
-    if (!std::isfinite(eog)) {
-        throw std::invalid_argument("the end-of-generation bias must be finite");
-    }
-    if (eog != 0.0f) {
-        for (llama_token t = 0; t < n_vocab_; ++t) {
-            if (models_[0]->is_eog(t)) {
-                bias[t] += eog;
-                any = true;
-            }
+    if (steering.eog_bias != 0.0f) {
+        for (llama_token t : eog_tokens_) {
+            out[t] += steering.eog_bias;
         }
     }
-    bias_[slot] = any ? std::move(bias) : std::vector<float>();
+    if (steering.max_kl > 0.0f) {  // out = llm + s (out - llm), s the largest within the trust region
+        const float * llm = slots_[slot][0].logits.data();
+        const float s = trust_scale(llm, out, n_vocab_, steering.max_kl);
+        for (int v = 0; v < n_vocab_; ++v) {
+            out[v] = llm[v] + s * (out[v] - llm[v]);
+        }
+    }
 }
 
 std::vector<float> Engine::logits(int slot, int index) const {
     return sequence(slot, index).logits;
 }
 
-std::vector<float> Engine::fused_logits(int slot, const std::vector<float> & coefficients) const {
+std::vector<float> Engine::fused_logits(int slot, const Steering & steering) const {
     sequence(slot, 0);
-    check_coefficients(slot, coefficients);
+    check_steering(slot, steering);
     std::vector<float> out(n_vocab_);
-    fuse(slot, coefficients, out.data());
+    fuse(slot, steering, out.data());
     return out;
 }
 
+std::vector<llama_token> Engine::plausible(int slot, const Steering & steering) const {
+    sequence(slot, 0);
+    check_steering(slot, steering);
+    return plausible_tokens(slots_[slot][0].logits.data(), n_vocab_, steering.plausibility);
+}
+
 std::vector<GenerationResult> Engine::generate(const std::vector<int> & slots,
-                                               const std::vector<std::vector<float>> & coefficients,
+                                               const std::vector<Steering> & steering,
                                                const std::vector<SamplingParams> & sampling,
                                                const PieceCallback & on_piece) {
-    if (coefficients.size() != slots.size() || sampling.size() != slots.size()) {
-        throw std::invalid_argument("one set of coefficients and sampling parameters per slot");
+    if (steering.size() != slots.size() || sampling.size() != slots.size()) {
+        throw std::invalid_argument("one steering and one set of sampling parameters per slot");
     }
     for (size_t i = 0; i < slots.size(); ++i) {
         sequence(slots[i], 0);
-        check_coefficients(slots[i], coefficients[i]);
+        check_steering(slots[i], steering[i]);
         if (sampling[i].max_tokens < 0) {
             throw std::invalid_argument("max_tokens cannot be negative");
         }
@@ -346,12 +377,13 @@ std::vector<GenerationResult> Engine::generate(const std::vector<int> & slots,
     const Model & writer = *models_[0];
     std::vector<Run> runs(slots.size());
     for (size_t i = 0; i < slots.size(); ++i) {
-        runs[i].sampler = make_sampler(sampling[i]);
+        runs[i].sampler = make_sampler(sampling[i], writer, n_ctx_seq_);
         runs[i].result.finish_reason = "length";
         runs[i].done = sampling[i].max_tokens == 0;
     }
     std::vector<float> fused(n_vocab_);
-    std::vector<llama_token_data> candidates(n_vocab_);
+    std::vector<llama_token_data> candidates;
+    candidates.reserve(n_vocab_);
 
     auto emit = [&](size_t i, size_t end) {  // false: the caller asked to stop
         Run & run = runs[i];
@@ -367,14 +399,16 @@ std::vector<GenerationResult> Engine::generate(const std::vector<int> & slots,
         GenerationResult & result = run.result;
         const SamplingParams & p = sampling[i];
         const int slot = slots[i];
-        fuse(slot, coefficients[i], fused.data());
-        if (p.entropy_stats) {
-            const auto & plain = slots_[slot][0].logits;
+        fuse(slot, steering[i], fused.data());
+        const auto & plain = slots_[slot][0].logits;
+        if (p.entropy_stats) {  // of the fused logits before the guard
             result.entropy_plain_bits += entropy_bits(plain.data(), (int) plain.size());
             result.entropy_fused_bits += entropy_bits(fused.data(), n_vocab_);
         }
-        for (int v = 0; v < n_vocab_; ++v) {
-            candidates[v] = {v, fused[v], 0.0f};
+        // The sampler sees only the tokens the guard admits, as after llama.cpp's own truncations.
+        candidates.clear();
+        for (llama_token v : plausible_tokens(plain.data(), n_vocab_, steering[i].plausibility)) {
+            candidates.push_back({v, fused[v], 0.0f});
         }
         llama_token_data_array cur_p = {candidates.data(), candidates.size(), -1, false};
         llama_sampler_apply(run.sampler.get(), &cur_p);

@@ -29,7 +29,26 @@ struct SamplingParams {
     uint32_t seed = 0;
     int max_tokens = 0;
     std::vector<std::string> stop;
+    // llama.cpp's repetition penalties and DRY, on the fused logits (1 / 0: off).
+    float repeat_penalty = 1.0f;
+    float frequency_penalty = 0.0f;
+    float presence_penalty = 0.0f;
+    int penalty_last_n = 64;
+    float dry_multiplier = 0.0f;
+    float dry_base = 1.75f;
+    int dry_allowed_length = 2;
+    int dry_penalty_last_n = -1;  // -1: the whole context
     bool entropy_stats = false;
+};
+
+// A formula bound to a slot: how its next-token logits are made from its sequences' logits.
+// Sequence 0 is the LLM under its own system prompt, the reference of the guard.
+struct Steering {
+    std::vector<float> coefficients;                        // one per sequence: h = sum_s c_s h_s
+    std::vector<std::pair<llama_token, float>> token_bias;  // added after the sum: word preferences
+    float eog_bias = 0.0f;      // on every end-of-generation token: the length preference (negative lengthens)
+    float plausibility = 0.0f;  // alpha: only tokens with p_llm >= alpha * max p_llm are sampled; 0: off
+    float max_kl = 0.0f;        // trust region: the steering is scaled so KL(fused || llm) <= max_kl nats; 0: off
 };
 
 struct GenerationResult {
@@ -68,21 +87,18 @@ public:
     // step). Returns the number of tokens evaluated.
     int64_t sync(int slot, const std::vector<std::vector<llama_token>> & prompts);
 
-    // Generates in the given slots side by side: coefficients[i] (one per sequence) and
-    // sampling[i] belong to slots[i]. Every slot must have been synced.
+    // Generates in the given slots side by side: steering[i] and sampling[i] belong to slots[i].
+    // Every slot must have been synced.
     std::vector<GenerationResult> generate(const std::vector<int> & slots,
-                                           const std::vector<std::vector<float>> & coefficients,
+                                           const std::vector<Steering> & steering,
                                            const std::vector<SamplingParams> & sampling,
                                            const PieceCallback & on_piece);
 
-    // A static bias added to a slot's fused logits at every step, after the weighted sum: `tokens`
-    // gives single tokens theirs (a formula's word preferences), and every end-of-generation token of
-    // models[0] gets `eog` (a formula's length preference; negative lengthens). All zero: none.
-    void set_bias(int slot, const std::vector<std::pair<llama_token, float>> & tokens, float eog);
-
-    // A slot's current next-token logits: of one sequence, or fused by the coefficients (and its bias).
+    // A slot's current next-token logits: of one sequence, or fused by a steering (before the
+    // plausibility guard), and the tokens the guard admits.
     std::vector<float> logits(int slot, int sequence) const;
-    std::vector<float> fused_logits(int slot, const std::vector<float> & coefficients) const;
+    std::vector<float> fused_logits(int slot, const Steering & steering) const;
+    std::vector<llama_token> plausible(int slot, const Steering & steering) const;
 
     // The decode calls of n steps of every slot with no fusion or sampling: the lower bound.
     void raw_steps(int n);
@@ -100,8 +116,8 @@ private:
 
     int64_t sync_model(int model, std::vector<Sequence *> & seqs, const std::vector<const std::vector<llama_token> *> & prompts);
     void step(const std::vector<std::pair<int, llama_token>> & advance, bool keep_logits);
-    void check_coefficients(int slot, const std::vector<float> & coefficients) const;
-    void fuse(int slot, const std::vector<float> & coefficients, float * out) const;
+    void check_steering(int slot, const Steering & steering) const;
+    void fuse(int slot, const Steering & steering, float * out) const;
     bool full(int slot) const;
     const Sequence & sequence(int slot, int index) const;
 
@@ -109,7 +125,7 @@ private:
     EngineParams params_;
     std::vector<ContextPtr> contexts_;          // one per model
     std::vector<std::vector<Sequence>> slots_;
-    std::vector<std::vector<float>> bias_;      // per slot: empty, or n_vocab_ entries
+    std::vector<llama_token> eog_tokens_;        // of models[0]
     int n_ctx_seq_ = 0;
     int n_vocab_ = 0;                            // of models[0]: the answers' tokens
 };

@@ -48,10 +48,4 @@ void weighted_sum(const std::vector<const float *> & rows, const std::vector<int
     }
 }
 
-void add_bias(const std::vector<float> & bias, float * out) {
-    for (size_t i = 0; i < bias.size(); ++i) {
-        out[i] += bias[i];
-    }
-}
-
 }  // namespace drift

@@ -19,7 +19,4 @@ double entropy_bits(const float * row, int n);
 void weighted_sum(const std::vector<const float *> & rows, const std::vector<int> & sizes,
                   const std::vector<float> & coefficients, int n_out, float * out);
 
-// out += bias over the first bias.size() entries (an empty bias adds nothing).
-void add_bias(const std::vector<float> & bias, float * out);
-
 }  // namespace drift

@@ -6,7 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from drift_cpp.decoding import Drift, Sampling, word_tokens
+from drift_cpp.binding import word_tokens
+from drift_cpp.decoding import Drift, Sampling
 from drift_cpp.errors import DriftError
 from drift_cpp.formula import Formula
 
@@ -30,7 +31,7 @@ def test_word_bias_raises_exactly_its_tokens_fused_logits(smollm):
     session = Drift(formula=formula)
     session.generate(PROMPT, Sampling(temperature=0, max_tokens=1))  # syncs the sequences and sets the bias
     plain = session.engine.logits(0, 0)
-    fused = session.engine.fused_logits(0, session._slots[0].coefficients())
+    fused = session.engine.fused_logits(0, session.bindings[0].steering())
     bias = np.zeros(plain.size, dtype=np.float32)
     tokens = word_tokens(smollm, "hello")
     assert len(tokens) >= 2 and all(smollm.core.tokenize(t, False, False)[0] in tokens

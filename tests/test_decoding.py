@@ -32,14 +32,14 @@ def test_fused_logits_match_numpy(smollm, system):
     drift = Drift(profile=prof, beta=0.5, system=system)
     drift.generate(PROMPTS[1], Sampling(temperature=0, max_tokens=5))
     drift._sync(0, [{"role": "user", "content": PROMPTS[1]}])
-    slot = drift._slots[0]
+    slot = drift.bindings[0]
     assert len(slot.sequences) == 4 + (system is not None)
     h = {s.system: drift.engine.logits(0, j) for j, s in enumerate(slot.sequences)}
     attrs = prof.attributes
     h_base = h[attrs.base.prompt]
     expected = h[system or attrs.base.prompt] + sum(w / 0.5 * (h[attrs.get(a).prompt] - h_base)
                                                     for a, w in drift.active_weights)
-    np.testing.assert_allclose(drift.engine.fused_logits(0, slot.coefficients()), expected, atol=1e-4)
+    np.testing.assert_allclose(drift.engine.fused_logits(0, slot.steering()), expected, atol=1e-4)
 
 
 def test_seeds_reproduce_and_differ(smollm):
@@ -90,13 +90,13 @@ def test_multi_turn_evaluates_only_the_new_turn(smollm):
     chat = Drift(profile=prof)
     chat.chat("Hi! Who are you?", GREEDY)
     history = chat.history + [{"role": "user", "content": "What can you help me with?"}]
-    sequences = chat._slots[0].sequences
+    sequences = chat.bindings[0].sequences
     held = [list(s.tokens) for s in sequences]
     prompts = [s.prompt(history) for s in sequences]
     evaluated = chat.engine.sync(0, prompts)
     assert all(p[: len(h)] == h for p, h in zip(prompts, held))  # the old turns are a prefix
     assert evaluated == sum(len(p) - len(h) for p, h in zip(prompts, held))
-    coefficients = chat._slots[0].coefficients()
+    steering = chat.bindings[0].steering()
     fresh = Drift(profile=prof)
     fresh.engine.sync(0, prompts)
-    assert np.argmax(fresh.engine.fused_logits(0, coefficients)) == np.argmax(chat.engine.fused_logits(0, coefficients))
+    assert np.argmax(fresh.engine.fused_logits(0, steering)) == np.argmax(chat.engine.fused_logits(0, steering))

@@ -86,11 +86,11 @@ def test_a_blend_equals_the_formula_with_summed_coefficients(smollm):
     assert dict(blend.active_weights) == pytest.approx(summed)
     for drift in (blend, hand):
         drift._sync(0, [{"role": "user", "content": PROMPT}])
-    order = [s.system for s in hand._slots[0].sequences]
-    coef = dict(zip([s.system for s in blend._slots[0].sequences], blend._slots[0].coefficients()))
-    assert [coef[s] for s in order] == pytest.approx(hand._slots[0].coefficients())
-    np.testing.assert_allclose(blend.engine.fused_logits(0, blend._slots[0].coefficients()),
-                               hand.engine.fused_logits(0, hand._slots[0].coefficients()), atol=1e-4)
+    order = [s.system for s in hand.bindings[0].sequences]
+    coef = dict(zip([s.system for s in blend.bindings[0].sequences], blend.bindings[0].steering().coefficients))
+    assert [coef[s] for s in order] == pytest.approx(hand.bindings[0].steering().coefficients)
+    np.testing.assert_allclose(blend.engine.fused_logits(0, blend.bindings[0].steering()),
+                               hand.engine.fused_logits(0, hand.bindings[0].steering()), atol=1e-4)
     assert blend.generate(PROMPT, GREEDY).text == hand.generate(PROMPT, GREEDY).text
 
 

@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .decoding import Generation, _Slot, check_history, check_models, native_sampling
+from .binding import Binding, check_history, native_sampling
+from .decoding import Generation
 from .errors import DriftError
 from .formula import LLM, SLM, Formula
 from .models import Model
@@ -109,8 +110,8 @@ class _Lane:
         for job, slot, key in zip(jobs, self._assign(jobs), [repr(j.formula) for j in jobs]):
             self.keys[slot] = None  # until its sync succeeds
             try:  # one request's error (a prompt beyond n_ctx) is its own, not the batch's
-                bound = _Slot(job.formula, {LLM: self.models[0], SLM: self.models[-1]}, self.models)
-                prompts = [s.prompt(job.history) for s in bound.sequences]
+                bound = Binding(job.formula, {LLM: self.models[0], SLM: self.models[-1]}, self.models)
+                prompts = bound.prompts(job.history)
                 self.engine.sync(slot, prompts)
             except Exception as e:  # noqa: BLE001  (raised again in the request's thread)
                 _finish(job, error=e)
@@ -130,7 +131,7 @@ class _Lane:
         slots = list(ready)
         self.batches[len(slots)] += 1
         try:
-            results = self.engine.generate(slots, [ready[s][1].coefficients() for s in slots],
+            results = self.engine.generate(slots, [ready[s][1].steering() for s in slots],
                                            [native_sampling(ready[s][0].sampling) for s in slots], piece)
         except Exception as e:  # noqa: BLE001
             for slot, (job, _) in ready.items():
@@ -174,8 +175,7 @@ class Batcher:
 
     def lane(self, formula: Formula) -> _Lane:
         """The lane of the formula's layout, made on first use."""
-        check_models(formula, {LLM: self.llm, SLM: self.slm})
-        layout = _Slot(formula, {LLM: self.llm, SLM: self.slm}, self.models).layout
+        layout = Binding(formula, {LLM: self.llm, SLM: self.slm}, self.models).layout
         with self._lock:
             if tuple(layout) not in self._lanes:
                 name = f"lane{len(self._lanes)}-{len(layout)}seq"

@@ -7,17 +7,16 @@ For a profile, h = h_LLM + (1/β) Σ_i p_i (h_i − h_base), with h_i the sLM's 
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence, Union
 
+from .binding import Binding, check_history, native_sampling
 from .chat import MessageLike, as_messages
 from .errors import DriftError
-from .fileio import check_utf8
 from .formula import LLM, SLM, Formula
-from .models import Model, ModelOptions, load_model
+from .models import Model, ModelOptions, load_model, partner_slm
 from .params import DEFAULT_BETA, EngineOptions, Sampling, check_beta, check_top_attributes
 from .profile import Profile
 from .runtime import _core
@@ -40,68 +39,6 @@ class Generation:
         return len(self.tokens) / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Sequence:
-    """What one KV sequence holds, as text and as tokens, so a new turn tokenizes only its own text."""
-
-    def __init__(self, model: Model, system: str):
-        self.model, self.system = model, system
-        self.text, self.tokens = "", []
-
-    def prompt(self, history: list[dict]) -> list[int]:
-        text = self.model.render([{"role": "system", "content": self.system}] + history)
-        if self.text and text.startswith(self.text):
-            tokens = self.tokens + self.model.core.tokenize(text[len(self.text):], False, True)
-        else:
-            tokens = self.model.tokenize_prompt(text)
-        self.text, self.tokens = text, tokens
-        return tokens
-
-    def generated(self, text: str, tokens: list[int], exact: bool) -> None:
-        if exact:  # the KV cache holds exactly these tokens after the prompt
-            self.text, self.tokens = self.text + text, self.tokens + tokens
-
-
-class _Slot:
-    """One formula bound to models: its distinct (model, system prompt) sequences, LLM first."""
-
-    def __init__(self, formula: Formula, roles: dict[str, Model], models: list[Model]):
-        self.formula = formula
-        self.sequences: list[_Sequence] = []
-        self.terms: list[list] = []  # the formula's terms summed into each sequence
-        for term in formula.terms:
-            model = roles[term.model]
-            found = next((i for i, s in enumerate(self.sequences) if s.model is model and s.system == term.system),
-                         None)
-            if found is None:
-                self.sequences.append(_Sequence(model, term.system))
-                self.terms.append([term])
-            else:
-                self.terms[found].append(term)
-        self.layout = [next(i for i, m in enumerate(models) if m is s.model) for s in self.sequences]
-
-    def coefficients(self) -> list[float]:
-        beta = self.formula.beta
-        return [sum(t.coefficient(beta) for t in terms) for terms in self.terms]
-
-    def bias(self, writer: Model) -> tuple[list[tuple[int, float]], float]:
-        """The formula's static biases over 1/beta: (token, bias) of its words, and the end-of-generation bias."""
-        beta = self.formula.beta
-        tokens = [(t, w / beta) for word, w in self.formula.words for t in word_tokens(writer, word)]
-        return tokens, self.formula.eos / beta
-
-
-def word_tokens(model: Model, word: str) -> list[int]:
-    """The tokens a word's bias goes to: the first token of the word and of " word", lower-case and
-    capitalized (each once)."""
-    out = []
-    for form in dict.fromkeys((word, word.capitalize())):
-        for text in (form, " " + form):
-            tokens = model.core.tokenize(text, False, False)
-            if tokens and tokens[0] not in out:
-                out.append(tokens[0])
-    return out
-
-
 class Drift:
     """A conversation steered by a formula. Models are loaded once; the session holds the KV caches.
 
@@ -119,17 +56,18 @@ class Drift:
         check_beta(beta)
         check_top_attributes(top_attributes)
         engine.check()
-        self.llm = load_model(llm, options)
-        self.slm = load_model(slm, options)
         if formula is None:
             formula = Formula.drift(system, _as_blend(profile), beta, top_attributes, exclude)
+        self.llm = load_model(llm, options)
+        # Plain decoding (and CFG) needs no sLM: none is loaded, and a preset LLM's vocabulary decides.
+        needs_slm = any(t.model == SLM for t in formula.terms)
+        self.slm = load_model(partner_slm(llm, slm), options) if needs_slm else self.llm
         roles = {LLM: self.llm, SLM: self.slm}
-        check_models(formula, roles)
         formulas = [formula] + ([Formula.plain(formula.system)] if compare else [])
         self.models = [self.llm] + ([self.slm] if self.slm is not self.llm else [])
-        self._slots = [_Slot(f, roles, self.models) for f in formulas]
+        self.bindings = [Binding(f, roles, self.models) for f in formulas]
         # The engine checks that the models share a vocabulary.
-        self.engine = _core.Engine([m.core for m in self.models], [s.layout for s in self._slots],
+        self.engine = _core.Engine([m.core for m in self.models], [b.layout for b in self.bindings],
                                    n_ctx=engine.n_ctx, n_batch=engine.n_batch, n_threads=options.n_threads)
         self.history: list[dict] = []
         # One caller at a time: the engine's KV caches belong to one conversation.
@@ -137,7 +75,7 @@ class Drift:
 
     @property
     def formula(self) -> Formula:
-        return self._slots[0].formula
+        return self.bindings[0].formula
 
     @property
     def beta(self) -> float:
@@ -147,7 +85,7 @@ class Drift:
     def beta(self, value: float) -> None:
         value = check_beta(value)
         with self._lock:
-            self._slots[0].formula = self.formula.with_beta(value)
+            self.bindings[0].formula = self.formula.with_beta(value)
 
     @property
     def active_weights(self) -> list[tuple[str, float]]:
@@ -156,10 +94,12 @@ class Drift:
 
     @property
     def identities(self) -> dict[str, dict]:
-        return {LLM: self.llm.identity, SLM: self.slm.identity}
+        """The models the formula runs on, by role (the sLM only where a term uses it)."""
+        uses_slm = any(t.model == SLM for t in self.formula.terms)
+        return {LLM: self.llm.identity, **({SLM: self.slm.identity} if uses_slm else {})}
 
     def _sync(self, slot: int, history: list[dict]) -> None:
-        self.engine.sync(slot, [s.prompt(history) for s in self._slots[slot].sequences])
+        self.engine.sync(slot, self.bindings[slot].prompts(history))
 
     def _generate(self, history: list[dict], sampling: Sampling, on_piece, stats: bool,
                   cancel: Optional[threading.Event] = None, slots: Sequence[int] = (0,)) -> list[Generation]:
@@ -174,17 +114,14 @@ class Drift:
         with self._lock:
             for slot in slots:
                 self._sync(slot, history)
-                self.engine.set_bias(slot, *self._slots[slot].bias(self.llm))
-            results = self.engine.generate(list(slots), [self._slots[s].coefficients() for s in slots],
+            results = self.engine.generate(list(slots), [self.bindings[s].steering() for s in slots],
                                            [native] * len(slots), piece)
             out = []
             for slot, r in zip(slots, results):
-                exact = r["finish_reason"] in ("stop", "interrupted") and self.llm.detokenize(r["tokens"]) == r["text"]
-                for s in self._slots[slot].sequences:
-                    s.generated(r["text"], r["tokens"], exact)
+                self.bindings[slot].generated(r)
                 out.append(Generation(r["text"], r["finish_reason"], r["tokens"], r["seconds"],
                                       r["entropy_plain_bits"], r["entropy_fused_bits"],
-                                      list(self._slots[slot].formula.steering)))
+                                      list(self.bindings[slot].formula.steering)))
             return out
 
     def generate(self, messages: Union[str, Sequence[MessageLike]], sampling: Sampling = Sampling(),
@@ -200,7 +137,7 @@ class Drift:
     def generate_all(self, messages: Union[str, Sequence[MessageLike]], sampling: Sampling = Sampling(),
                      stats: bool = False) -> list[Generation]:
         """One answer per formula (the session's, then plain with compare=True), generated side by side."""
-        return self._generate(_history(messages), sampling, None, stats, slots=range(len(self._slots)))
+        return self._generate(_history(messages), sampling, None, stats, slots=range(len(self.bindings)))
 
     def stream(self, messages: Union[str, Sequence[MessageLike]], sampling: Sampling = Sampling()) -> Iterator[str]:
         """Yields complete UTF-8 pieces as they are generated.
@@ -242,7 +179,7 @@ class Drift:
 
     def compare_last(self, sampling: Sampling = Sampling()) -> Generation:
         """The plain answer to the chat's last user turn (needs compare=True)."""
-        if len(self._slots) < 2:
+        if len(self.bindings) < 2:
             raise DriftError("this session was made without compare=True")
         with self._lock:
             last = max((i for i, m in enumerate(self.history) if m["role"] == "user"), default=None)
@@ -256,31 +193,6 @@ class Drift:
 
     def save_formula(self, path) -> None:
         self.formula.save(path, self.identities)
-
-
-def check_models(formula: Formula, roles: dict[str, Model]) -> None:
-    """A profile's rewards, so a formula's weights, hold only for the models it was made for."""
-    for role, identity in formula.models:
-        if not roles[role].same_as(identity):
-            raise DriftError(f"the profile or formula was made for {role} {identity.get('name')} and cannot be "
-                             f"used with {roles[role].identity['name']}: its weights hold only for that model")
-
-
-def check_history(history: list[dict]) -> None:
-    for i, m in enumerate(history):
-        if not isinstance(m["content"], str):
-            raise DriftError(f"message {i + 1}: content must be a string, got {type(m['content']).__name__}")
-        check_utf8(m["content"], f"message {i + 1}")
-
-
-def native_sampling(sampling: Sampling, stats: bool = False):
-    """The engine's sampling struct: the same fields as Sampling (checked here), plus entropy_stats."""
-    sampling.check()
-    native = _core.SamplingParams()
-    for f in dataclasses.fields(sampling):
-        setattr(native, f.name, list(sampling.stop) if f.name == "stop" else getattr(sampling, f.name))
-    native.entropy_stats = stats
-    return native
 
 
 def _history(messages: Union[str, Sequence[MessageLike]]) -> list[dict]:

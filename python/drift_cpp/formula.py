@@ -29,7 +29,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 from .attributes import builtin_attributes
 from .errors import DriftError
 from .fileio import atomic_write_text, parse_json, read_text
-from .params import DEFAULT_BETA, check_beta, check_finite
+from .params import DEFAULT_BETA, DEFAULT_MAX_KL, DEFAULT_PLAUSIBILITY, check_beta, check_finite, check_guard
 from .profile import Profile
 
 LLM, SLM = "llm", "slm"
@@ -67,6 +67,10 @@ class Formula:
     models: tuple[tuple[str, dict], ...] = ()
     eos: float = 0.0                               # bias (before 1/beta) on end-of-generation tokens
     words: tuple[tuple[str, float], ...] = ()      # per-word biases (before 1/beta) on their tokens
+    # The guard: only tokens with p_LLM >= plausibility * max p_LLM (the LLM term's own distribution)
+    # are sampled, and the steering is scaled so that KL(fused || LLM) <= max_kl nats; 0: off.
+    plausibility: float = 0.0
+    max_kl: float = 0.0
 
     # -- building ---------------------------------------------------------
     @classmethod
@@ -76,10 +80,12 @@ class Formula:
 
     @classmethod
     def drift(cls, system: Optional[str], profiles: Sequence[tuple[Profile, float]], beta: float,
-              top: Optional[int] = None, exclude: Iterable[str] = ()) -> "Formula":
+              top: Optional[int] = None, exclude: Iterable[str] = (), plausibility: float = DEFAULT_PLAUSIBILITY,
+              max_kl: float = DEFAULT_MAX_KL) -> "Formula":
         """The Drift rule for one profile, or a blend of profiles with weights (-1 negates one).
 
-        system: the LLM's system prompt; None is the (first) profile's base prompt.
+        system: the LLM's system prompt; None is the (first) profile's base prompt. The guard applies
+        only where profiles steer: with none, this is plain decoding, left as it is.
         """
         exclude = list(exclude)
         base = profiles[0][0].attributes.base.prompt if profiles else None
@@ -104,8 +110,9 @@ class Formula:
             if total:
                 terms.append(Term(SLM, base, -total, per_beta=True, label="base"))
         models = ((SLM, slm),) if slm else ()
-        return cls(tuple(terms), beta, tuple(steering.items()), models, eos,
-                   tuple((w, v) for w, v in words.items() if v)).merged()
+        formula = cls(tuple(terms), beta, tuple(steering.items()), models, eos,
+                      tuple((w, v) for w, v in words.items() if v)).merged()
+        return formula.with_guard(plausibility, max_kl) if profiles else formula
 
     def with_cfg(self, negative_system: str, scale: float) -> "Formula":
         """Classifier-free guidance on the LLM: its term h_pos becomes h_neg + G (h_pos - h_neg)."""
@@ -121,6 +128,15 @@ class Formula:
 
     def with_beta(self, beta: float) -> "Formula":
         return replace(self, beta=beta)
+
+    def with_guard(self, plausibility: float, max_kl: float = 0.0) -> "Formula":
+        check_guard(plausibility, max_kl)
+        return replace(self, plausibility=float(plausibility), max_kl=float(max_kl))
+
+    def terms_llm_first(self) -> tuple[Term, ...]:
+        """The terms with the LLM's own (its first weight-only term) first: the guard's reference."""
+        first = next((t for t in self.terms if t.model == LLM and not t.per_beta), None)
+        return self.terms if first is None else (first,) + tuple(t for t in self.terms if t is not first)
 
     def merged(self) -> "Formula":
         """Equal (model, prompt) terms summed into one, in first-seen order; zero weights dropped."""
@@ -151,6 +167,7 @@ class Formula:
                 "terms": [{"model": t.model, "system": t.system, "weight": t.weight, "per_beta": t.per_beta,
                            "label": t.label} for t in self.terms],
                 "steering": [[a, w] for a, w in self.steering],
+                "plausibility": self.plausibility, "max_kl": self.max_kl,
                 **({"eos": self.eos} if self.eos else {}), **({"words": [list(w) for w in self.words]} if self.words else {})}
 
     def save(self, path, models: Mapping[str, dict]) -> None:
@@ -195,7 +212,8 @@ def _parse(obj) -> Formula:
         raise _Invalid(f"field 'format' must be {FORMAT!r}: this is not a drift-cpp formula")
     if obj.get("version") != VERSION:
         raise _Invalid(f"field 'version' is {obj.get('version')!r}, this version of drift-cpp reads {VERSION}")
-    unknown = set(obj) - {"format", "version", "beta", "models", "terms", "steering", "eos", "words"}
+    unknown = set(obj) - {"format", "version", "beta", "models", "terms", "steering", "eos", "words", "plausibility",
+                          "max_kl"}
     if unknown:
         raise _Invalid(f"unknown field '{sorted(unknown)[0]}'")
     beta = _field(obj, "beta", float, "a number")
@@ -257,8 +275,15 @@ def _parse(obj) -> Formula:
     for name, value in [("eos", eos)] + [(f"words[{i}]", w) for i, (_, w) in enumerate(words)]:
         if abs(value) > MAX_WEIGHT:
             raise _Invalid(f"field '{name}' is {value:g}; biases beyond {MAX_WEIGHT:g} drown the LLM's own logits")
+    # Absent in formulas saved before the guard: they decode as they were saved, unguarded.
+    plausibility = _field({"plausibility": 0.0, **obj}, "plausibility", float, "a number")
+    max_kl = _field({"max_kl": 0.0, **obj}, "max_kl", float, "a number")
+    try:
+        check_guard(plausibility, max_kl, ("field 'plausibility'", "field 'max_kl'"))
+    except DriftError as e:
+        raise _Invalid(str(e)) from None
     try:
         return Formula(tuple(terms), beta, tuple((a, float(w)) for a, w in steering), tuple(models.items()), eos,
-                       tuple((w, float(v)) for w, v in words)).merged()
+                       tuple((w, float(v)) for w, v in words), plausibility, max_kl).merged()
     except DriftError as e:
         raise _Invalid(f"field 'terms': {e}") from None

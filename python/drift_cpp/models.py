@@ -255,6 +255,13 @@ def resolve_model(spec: Optional[str]) -> Path:
     return assemble_preset(preset) if preset.parts else _LOADERS[spec]()
 
 
+def partner_slm(llm: Optional[str], slm: Optional[str]) -> Optional[str]:
+    """The sLM to use: the one given, else a preset LLM's partner (same vocabulary), else the default."""
+    if slm is None and llm in PRESETS:
+        return PRESETS[llm].partner
+    return slm
+
+
 HASHES_FILE = "model_hashes.json"  # in cache_dir(): sha256 by path, size and mtime
 
 

@@ -26,6 +26,12 @@ INT32_MAX = 2**31 - 1  # the engine's ints (max_tokens, top_k, n_ctx)
 # where the default fit already beats the length baseline by 6 points (0.658 against 0.594), beyond the
 # ±0.03-0.08 spread over seeds; nothing measures fewer pairs, and one or two picks are mostly noise.
 MIN_PROFILE_PAIRS = 5
+# The plausibility guard of steered formulas (contrastive decoding's adaptive plausibility constraint):
+# only tokens with p_LLM >= alpha * max p_LLM may be chosen. Provisional until the study in
+# docs/results.md ("Does personalization keep the answer?") chooses it.
+DEFAULT_PLAUSIBILITY = 0.1
+# The trust region: steering scaled so that KL(fused || LLM) <= this many nats per step; 0: off.
+DEFAULT_MAX_KL = 0.0
 # Response tokens a fit (approximate, evaluate) scores by default; 0 scores whole responses.
 # Chosen on DSP by accuracy against cost: docs/screening.md, "Truncation".
 DEFAULT_MAX_RESPONSE_TOKENS = 64
@@ -43,6 +49,14 @@ def check_finite(x, name: str) -> float:
     if not _finite(x):
         raise DriftError(f"{name} must be a finite number, got {x!r}")
     return float(x)
+
+
+def check_guard(plausibility, max_kl, names=("plausibility", "max_kl")) -> None:
+    """The one check of the guard's two numbers; `names` is how the error names them."""
+    if not (_real(plausibility) and 0 <= plausibility < 1):
+        raise DriftError(f"{names[0]} must be in [0, 1) (0: off), got {plausibility!r}")
+    if not (_finite(max_kl) and max_kl >= 0):
+        raise DriftError(f"{names[1]} must be a finite number >= 0 (0: off), got {max_kl!r}")
 
 
 def check_top_attributes(top: Optional[int]) -> None:
@@ -76,12 +90,23 @@ class Sampling:
     seed: int = field(default=0, metadata=_help("Sampling seed."))
     max_tokens: int = field(default=500, metadata=_help("Most tokens an answer has (the paper's text_length)."))
     stop: Sequence[str] = field(default=(), metadata=_help("Stop string (repeatable)."))
+    # llama.cpp's anti-repetition samplers, applied to the fused logits.
+    repeat_penalty: float = field(default=1.0, metadata=_help("Repetition penalty over the last penalty_last_n "
+                                                               "tokens; 1: off."))
+    frequency_penalty: float = field(default=0.0, metadata=_help("OpenAI's frequency penalty, in [-2, 2]; 0: off."))
+    presence_penalty: float = field(default=0.0, metadata=_help("OpenAI's presence penalty, in [-2, 2]; 0: off."))
+    penalty_last_n: int = field(default=64, metadata=_help("Tokens the three penalties look back over."))
+    dry_multiplier: float = field(default=0.0, metadata=_help("DRY (don't repeat yourself) strength; 0: off."))
+    dry_base: float = field(default=1.75, metadata=_help("DRY's growth per repeated token (>= 1)."))
+    dry_allowed_length: int = field(default=2, metadata=_help("Repeats DRY lets pass unpenalized, in tokens."))
+    dry_penalty_last_n: int = field(default=-1, metadata=_help("Tokens DRY looks back over; -1: the whole context."))
 
     def check(self) -> None:
         """The one place sampling settings are validated; the CLI calls it before loading any model."""
-        for name in ("temperature", "top_p", "min_p"):
+        for name in ("temperature", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
+                     "dry_multiplier", "dry_base"):
             check_finite(getattr(self, name), name)
-        for name in ("top_k", "seed", "max_tokens"):
+        for name in ("top_k", "seed", "max_tokens", "penalty_last_n", "dry_allowed_length", "dry_penalty_last_n"):
             if not _integer(getattr(self, name)):
                 raise DriftError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if not 0 <= self.max_tokens <= INT32_MAX:
@@ -94,6 +119,16 @@ class Sampling:
             raise DriftError("top_k must be >= 0 and min_p in [0, 1]")
         if not 0 <= self.seed < 2**32:
             raise DriftError(f"seed must be in [0, 2**32), got {self.seed}")
+        if not self.repeat_penalty > 0:
+            raise DriftError(f"repeat_penalty must be positive (1: off), got {self.repeat_penalty}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                raise DriftError(f"{name} must be in [-2, 2], as OpenAI's, got {getattr(self, name)}")
+        if not (self.dry_multiplier >= 0 and self.dry_base >= 1):
+            raise DriftError("dry_multiplier must be >= 0 (0: off) and dry_base >= 1")
+        if not (0 <= self.penalty_last_n <= INT32_MAX and 1 <= self.dry_allowed_length <= INT32_MAX
+                and -1 <= self.dry_penalty_last_n <= INT32_MAX):
+            raise DriftError("penalty_last_n must be >= 0, dry_allowed_length >= 1 and dry_penalty_last_n >= -1")
         if isinstance(self.stop, str):
             raise DriftError("stop must be a list of strings, not one string")
         for s in self.stop:
