@@ -270,6 +270,11 @@ ANSWERS, ICL = 2, True  # a size's defaults: two answers per training prompt, th
 
 
 # ---------------------------------------------------------------------------- generation
+GUARD_FIELDS = ("plausibility", "max_kl")  # the formula's guard (issue 19); 0 is off
+PENALTY_FIELDS = ("repeat_penalty", "frequency_penalty", "presence_penalty", "penalty_last_n", "dry_multiplier",
+                  "dry_base", "dry_allowed_length", "dry_penalty_last_n")  # the sampler's, beside its first fields
+
+
 class GenerationLog:
     """Every generation appended to a jsonl file, keyed by what determines it, so a rerun resumes."""
 
@@ -286,20 +291,37 @@ class GenerationLog:
         self._f = open(path, "a", encoding="utf-8")
 
     @staticmethod
-    def key(fingerprint: str, weights: list, beta: float, prompt: str, sampling, bias: Optional[list] = None) -> str:
+    def key(fingerprint: str, weights: list, beta: float, prompt: str, sampling, bias: Optional[list] = None,
+            extra: Optional[dict] = None) -> str:
         parts = [fingerprint, weights, beta, prompt, sampling.temperature, sampling.top_p, sampling.top_k,
                  sampling.min_p, sampling.seed, sampling.max_tokens]
-        # The formula's static biases (end of generation, words) only when it has them, so that
-        # the generations logged before they existed keep their keys.
+        # The formula's static biases (end of generation, words) only when it has them, and the guard and
+        # the anti-repetition samplers only where they are on, so that the generations logged before
+        # they existed keep their keys.
         parts += [bias] if bias else []
+        parts += [extra] if extra else []
         return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+    @staticmethod
+    def extra(formula, sampling) -> dict:
+        """What decides a generation beyond the key's first parts, where it differs from "off": the
+        formula's guard (issue 19) and the sampler's penalties and DRY."""
+        from drift_cpp.params import Sampling
+
+        out = {name: getattr(formula, name) for name in GUARD_FIELDS if getattr(formula, name, 0.0)}
+        off = Sampling()
+        out |= {name: getattr(sampling, name) for name in PENALTY_FIELDS
+                if hasattr(sampling, name) and getattr(sampling, name) != getattr(off, name)}
+        return out
 
     def generate(self, drift, prompt: str, sampling, fingerprint: str) -> tuple[Answer, Optional[int]]:
         """(answer, tokens generated now, or None when it came from the log)."""
         f = drift.formula
         bias = [f.eos, [list(w) for w in f.words]] if (f.eos or f.words) else None
+        steers = bool(drift.active_weights or bias)
         k = self.key(fingerprint, [[a, w] for a, w in drift.active_weights],
-                     drift.beta if drift.active_weights or bias else 0.0, prompt, sampling, bias)
+                     drift.beta if steers else 0.0, prompt, sampling, bias,
+                     self.extra(f, sampling) if steers else self.extra(None, sampling))
         if k in self.done:
             return self.answer(self.done[k]), None
         g = drift.generate(prompt, sampling)
@@ -319,13 +341,13 @@ class GenerationLog:
 
 
 def run_prompts(label: str, drift, prompts, seeds, max_tokens: int, glog: GenerationLog,
-                fingerprint: str) -> tuple[list[Answer], int]:
-    """The answers, and how many of them ended before max_tokens."""
+                fingerprint: str, sampler: Optional[dict] = None) -> tuple[list[Answer], int]:
+    """The answers, and how many of them ended before max_tokens. `sampler`: more Sampling fields (DRY...)."""
     from drift_cpp.decoding import Sampling
 
     answers, t0, new_tokens = [], time.monotonic(), 0
     for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
-        sampling = Sampling(temperature=TEMPERATURE, top_p=TOP_P, seed=seed, max_tokens=max_tokens)
+        sampling = Sampling(temperature=TEMPERATURE, top_p=TOP_P, seed=seed, max_tokens=max_tokens, **(sampler or {}))
         answer, n_new = glog.generate(drift, prompt, sampling, fingerprint)
         answers.append(answer)
         fresh = n_new is not None

@@ -128,6 +128,29 @@ def test_generation_key_tells_a_biased_formula_from_plain_decoding():
     assert len({plain, words, eos}) == 3
 
 
+def test_generation_key_tells_the_guard_and_the_samplers_apart_and_keeps_old_keys():
+    # Issue 19: the guard (a formula field) and DRY / penalties (sampler fields) decide the text too.
+    import dataclasses
+
+    from drift_cpp.decoding import Sampling
+    from drift_cpp.formula import Formula
+    s = Sampling(seed=1, max_tokens=8)
+    f = Formula.plain()
+    old = gj.GenerationLog.key("m", [["concise", 0.5]], 0.5, "q", s)
+    assert gj.GenerationLog.extra(f, s) == {}  # everything off: the key logged before issue 19
+    assert gj.GenerationLog.key("m", [["concise", 0.5]], 0.5, "q", s, None, gj.GenerationLog.extra(f, s)) == old
+    keys = {old}
+    if hasattr(Formula, "with_guard"):
+        extra = gj.GenerationLog.extra(dataclasses.replace(f, plausibility=0.1), s)
+        assert extra == {"plausibility": 0.1}
+        keys.add(gj.GenerationLog.key("m", [["concise", 0.5]], 0.5, "q", s, None, extra))
+    if "dry_multiplier" in {x.name for x in dataclasses.fields(Sampling)}:
+        dry = dataclasses.replace(s, dry_multiplier=0.8)
+        assert gj.GenerationLog.extra(f, dry) == {"dry_multiplier": 0.8}
+        keys.add(gj.GenerationLog.key("m", [["concise", 0.5]], 0.5, "q", dry, None, gj.GenerationLog.extra(f, dry)))
+    assert len(keys) == 1 + hasattr(Formula, "with_guard") + ("dry_multiplier" in {x.name for x in dataclasses.fields(Sampling)})
+
+
 def test_win_stats_counts_ties_as_half():
     s = gj.win_stats("short", [A("a"), A("a b c"), A("a b")], [A("a b"), A("a"), A("c d")])
     assert (s["wins"], s["ties"], s["losses"], s["n"]) == (1, 1, 1, 3)
