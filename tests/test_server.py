@@ -6,29 +6,22 @@ The embedded model at --threads 1, few tokens. Profiles: 'alice' has given weigh
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
+from http.client import HTTPConnection
 
 import httpx
 import openai
 import pytest
+from serving import AUTH, KEY, default_max_body, free_port, running
 
 from drift_cpp.profile import Profile
 
 PROMPT = [{"role": "user", "content": "Tell me about the ocean."}]
 LONG_PROMPT = [{"role": "user", "content": "Write a long essay about the ocean, with ten sections."}]
 GREEDY = {"temperature": 0, "max_tokens": 16}
-KEY = "sesame"
-AUTH = {"authorization": f"Bearer {KEY}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,31 +31,10 @@ def server(smollm, tmp_path_factory):
     profiles.mkdir()
     Profile.with_weights(smollm, {"concise": 0.8, "humor": -0.6}).save(profiles / "alice.json")
     Profile.with_weights(smollm, {"concise": -0.6, "humor": 0.8}).save(profiles / "alice2.json")
-    port = _free_port()
-    env = dict(os.environ, DRIFT_CPP_CACHE=str(root / "cache"))
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "drift_cpp.cli", "--threads", "1", "serve", "--profiles",
-                             str(profiles), "--port", str(port), "--include", "concise,humor", "--n-ctx", "512",
-                             "--api-key", KEY],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited: {(root / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/v1/models", headers=AUTH).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with running(root, profiles, "--include", "concise,humor", "--n-ctx", "512") as (base, proc):
         client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=300)
         model = client.models.list().data[0].id
-        yield {"client": client, "model": model, "base": base, "profiles": profiles, "proc": proc}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
-        assert "Traceback" not in (root / "server.log").read_text()
+        yield {"client": client, "model": model, "base": base, "profiles": profiles, "proc": proc, "root": root}
 
 
 def _ask(server, messages=PROMPT, **kw):
@@ -206,3 +178,86 @@ def test_three_concurrent_clients_each_get_exactly_their_solo_answer(server):
         t.join()
     assert results == solo
     assert len(set(solo)) == 3
+
+
+def _answer_to_an_unfinished_body(server, headers: dict, chunks=()) -> tuple[int, dict]:
+    """The answer to a POST whose body is never finished: it can come only if the server stops reading."""
+    conn = HTTPConnection(*server["base"].removeprefix("http://").split(":"), timeout=60)
+    try:
+        conn.putrequest("POST", "/v1/chat/completions")
+        for name, value in {**AUTH, "content-type": "application/json", **headers}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        for chunk in chunks:
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read())["error"]
+    finally:
+        conn.close()
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(server):
+    limit = default_max_body()
+    status, error = _answer_to_an_unfinished_body(server, {"content-length": str(10**9)})
+    assert status == 413 and error["code"] == "request_too_large" and str(limit) in error["message"], error
+    chunk = b" " * 2**16  # no length to check: counted as it arrives, and refused once past the limit
+    status, error = _answer_to_an_unfinished_body(server, {"transfer-encoding": "chunked"},
+                                                  [chunk] * (limit // len(chunk) + 1))
+    assert status == 413 and set(error) == {"message", "type", "param", "code"}, error
+    filler = "ocean " * ((limit - 1000) // 6)  # a whole body, through the client: just over, then just under
+    with pytest.raises(openai.APIStatusError) as e:
+        _ask(server, messages=[{"role": "user", "content": filler + "x" * 2000}])
+    assert e.value.status_code == 413
+    with pytest.raises(openai.BadRequestError) as e:  # an ordinary request, its prompt over the context
+        _ask(server, messages=[{"role": "user", "content": filler}], max_tokens=1)
+    assert "the context holds 512" in e.value.body["message"]
+
+
+def test_the_bearer_scheme_is_case_insensitive_and_required(server):
+    models = f"{server['base']}/v1/models"
+    for header in (f"bearer {KEY}", f"BEARER {KEY}", f"Bearer  {KEY}"):
+        assert httpx.get(models, headers={"authorization": header}).status_code == 200, header
+    for header in (KEY, f"Basic {KEY}", f"Bearer{KEY}", f"bearer {KEY.upper()}", "Bearer", ""):
+        r = httpx.get(models, headers={"authorization": header})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", header
+
+
+@pytest.mark.parametrize("given", ["option", "environment"])
+def test_an_empty_api_key_is_refused_at_startup(tmp_path, given):
+    env = {k: v for k, v in os.environ.items() if k != "DRIFT_CPP_API_KEY"}
+    env.update(DRIFT_CPP_CACHE=str(tmp_path / "cache"), **({"DRIFT_CPP_API_KEY": ""} if given == "environment" else {}))
+    args = ["--api-key", ""] if given == "option" else []
+    # Were it accepted, the server would run until the timeout kills it: a failure too.
+    r = subprocess.run([sys.executable, "-m", "drift_cpp.cli", "serve", "--profiles", str(tmp_path),
+                        "--port", str(free_port()), *args], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "--api-key" in r.stderr and "DRIFT_CPP_API_KEY" in r.stderr and "empty" in r.stderr
+
+
+def test_error_responses_name_profiles_not_the_servers_paths(server):
+    profiles = server["profiles"]
+    (profiles / "broken.json").write_text("{not json")
+    (profiles / "erin.pairs.jsonl").write_text("not a pair\n")
+    http = httpx.Client(base_url=server["base"], headers=AUTH, timeout=300)
+    chat = {"model": server["model"], "messages": PROMPT, "user": "broken", "max_tokens": 1}
+    pair = {"prompt": "How do I boil an egg?", "chosen": "Boil it for 8 minutes.", "rejected": "Well, eggs vary."}
+    answers = {"chat": http.post("/v1/chat/completions", json=chat),
+               "streamed chat": http.post("/v1/chat/completions", json={**chat, "stream": True}),
+               "profile": http.get("/v1/profiles/broken"),
+               "pick for given weights": http.post("/v1/preferences", json={**pair, "user": "alice"}),
+               "pick beside a corrupt pairs file": http.post("/v1/preferences", json={**pair, "user": "erin"})}
+    private = {str(server["root"]), str(server["root"].resolve()), os.path.expanduser("~")}
+    for what, r in answers.items():
+        assert r.status_code != 500 and not any(p in r.text for p in private), (what, r.text)
+    for what in ("chat", "streamed chat", "profile"):
+        assert answers[what].status_code == 400 and "broken.json" in answers[what].json()["error"]["message"]
+    assert "alice.json" in answers["pick for given weights"].json()["error"]["message"]
+
+
+def test_a_streamed_prompt_over_the_context_is_a_400_before_the_stream(server):
+    long = [{"role": "user", "content": "ocean " * 600}]
+    for user in ({}, {"user": "alice"}):  # plain decoding's one prompt, and a profile's several
+        with pytest.raises(openai.BadRequestError) as e:  # raised by create: no stream was started
+            server["client"].chat.completions.create(model=server["model"], messages=long, stream=True,
+                                                     max_tokens=1, **user)
+        assert e.value.body["code"] == "context_length_exceeded" and "context holds 512" in e.value.body["message"]
