@@ -15,10 +15,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from serving import AUTH, default_max_body, running
 
 from drift_cpp.cli import DEMO_PAIRS
 
@@ -242,3 +245,53 @@ def test_corrupted_cache_is_one_clear_line(tmp_path):
     line = one_line_error(err)
     assert line.startswith(f"error: {cache}/scores.sqlite: the score cache is corrupt")
     assert line.endswith("delete it or run with --no-cache") and not (tmp_path / "me.json").exists()
+
+
+# --- a server one client cannot freeze ---------------------------------------------------------
+
+
+def test_big_bodies_do_not_stall_the_other_clients(tmp_path):
+    """Issue 20: while one client sent a 20 MB body, GET /v1/models took 9-12 s. Now a body over the
+    limit is refused as it arrives (413), and one under it is checked off the event loop: another
+    client's polls stay fast throughout (a liveness bound, not a benchmark)."""
+    limit = default_max_body()
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    with running(tmp_path, profiles, "--n-ctx", "512") as (base, _):
+        model = httpx.get(f"{base}/v1/models", headers=AUTH).json()["data"][0]["id"]
+
+        def body(size: int, stream: bool = False) -> bytes:
+            content = "ocean " * (size // 6)
+            return json.dumps({"model": model, "messages": [{"role": "user", "content": content}],
+                               "max_tokens": 1, "stream": stream}).encode()
+
+        huge, under = body(20 * 2**20), body(limit - 1000)
+        sends = {"20 MB": huge, "20 MB chunked": (huge[i:i + 2**16] for i in range(0, len(huge), 2**16)),
+                 "under the limit": under, "under the limit, streamed": body(limit - 1000, stream=True)}
+        polls, sending = [], threading.Event()
+
+        def poll():
+            with httpx.Client(base_url=base, headers=AUTH, timeout=TIMEOUT) as client:
+                for _ in range(100_000):  # stops once the sends are done
+                    if not sending.is_set():
+                        return
+                    began = time.monotonic()
+                    status = client.get("/v1/models").status_code
+                    polls.append((status, time.monotonic() - began))
+
+        sending.set()
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            with httpx.Client(base_url=base, headers={**AUTH, "content-type": "application/json"},
+                              timeout=TIMEOUT) as client:
+                statuses = {what: client.post("/v1/chat/completions", content=content).status_code
+                            for what, content in sends.items()}
+        finally:
+            sending.clear()
+            poller.join(timeout=TIMEOUT)
+    # under the limit: read, then refused for its prompt (over the context), the stream before it starts
+    assert statuses == {"20 MB": 413, "20 MB chunked": 413, "under the limit": 400,
+                        "under the limit, streamed": 400}, statuses
+    assert len(polls) > len(sends) and {status for status, _ in polls} == {200}
+    assert max(seconds for _, seconds in polls) < 2, sorted(seconds for _, seconds in polls)[-5:]
