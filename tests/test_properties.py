@@ -9,16 +9,19 @@ import math
 import tempfile
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from serving import AUTH, running
 
 from drift_cpp import profile_file as pf
 from drift_cpp.attributes import builtin_attributes, load_attributes_file
 from drift_cpp.cli import main
 from drift_cpp.errors import DriftError
 from drift_cpp.preferences import load_pairs, write_pairs
+from drift_cpp.profile import Profile
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -266,3 +269,83 @@ def test_approximate_options_fail_cleanly_before_any_model(chosen, tmp_path_fact
 def test_float_spellings_click_accepts(value):
     code, line = invoke(["generate", "--prompt", "Hi", "--beta", value])
     assert code == 2 and "beta must be positive and within" in line
+
+
+# --- the server's request bodies --------------------------------------------------------------
+# A real `drift-cpp serve` (--threads 1, n_ctx 256: some prompts are over it) answers any body with
+# 200 or a 4xx OpenAI-shaped error, never a 500, never a hang (the client's timeout fails the test).
+
+SERVER_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hostile = st.one_of(json_values, texts, messages, numbers, ints,
+                    st.sampled_from(["alice", "../alice", "", "a" * 65, ".x", 2**70, [], {}]))
+# Valid bodies (alice has a profile, bob none), then at most one field set to anything.
+good_chats = st.fixed_dictionaries(
+    {"model": st.just("MODEL"), "messages": good_messages, "max_tokens": st.sampled_from([1, 2])},
+    optional={"stream": st.booleans(), "user": st.sampled_from(["alice", "bob"]), "temperature": st.sampled_from([0, 0.7]),
+              "top_p": st.sampled_from([0.5, 1]), "seed": st.integers(0, 2**32 - 1),
+              "stop": st.lists(good_texts, max_size=2), "beta": st.sampled_from([0.5, 2])})
+CHAT_FIELDS = ["model", "messages", "max_tokens", "stream", "user", "temperature", "top_p", "seed", "stop", "beta",
+               "n", "max_completion_tokens", "extra"]
+good_picks = st.builds(lambda user, prompt, answers, extra: {"user": user, "prompt": prompt, "chosen": answers[0],
+                                                              "rejected": answers[1], **extra},
+                       st.sampled_from(["carol", "dan"]), good_texts | good_messages,
+                       st.lists(good_texts, min_size=2, max_size=2, unique=True),
+                       st.fixed_dictionaries({}, optional={"id": st.sampled_from(["a", "b", "7"])}))
+PICK_FIELDS = ["user", "prompt", "chosen", "rejected", "id", "extra"]
+
+
+def one_change(fields):
+    return st.one_of(st.none(), st.tuples(st.sampled_from(fields), hostile))
+
+
+def changed_body(body: dict, change) -> dict:
+    if change is not None:
+        body[change[0]] = change[1]
+    return body
+
+
+@pytest.fixture(scope="module")
+def server(smollm, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve-properties")
+    profiles = root / "profiles"
+    profiles.mkdir()
+    Profile.with_weights(smollm, {"concise": 0.8, "formal": -0.6}).save(profiles / "alice.json")
+    with running(root, profiles, "--include", "concise", "--n-ctx", "256") as (base, _):
+        with httpx.Client(base_url=base, headers={**AUTH, "content-type": "application/json"}, timeout=300) as client:
+            yield client, client.get("/v1/models").json()["data"][0]["id"]
+
+
+def answered_cleanly(response: httpx.Response) -> None:
+    if response.status_code == 200:
+        event("200")
+        if response.headers["content-type"].startswith("text/event-stream"):  # no error event after the 200
+            events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+            assert events[-1] == "[DONE]" and all("error" not in json.loads(e) for e in events[:-1]), response.text
+        return
+    error = response.json()["error"]
+    assert 400 <= response.status_code < 500 and set(error) == {"message", "type", "param", "code"}, response.text
+    assert error["message"] and "\n" not in error["message"]
+    event(f"{response.status_code}: {(error['param'] or error['message'])[:30]}")
+
+
+def as_body(value, how) -> bytes:
+    """JSON, as a client would send it (NaN included), sometimes damaged."""
+    data = json.dumps(value).encode("utf-8", "surrogatepass")
+    return data if how is None else mangle(data, how)
+
+
+@SERVER_SETTINGS
+@given(body=good_chats, change=one_change(CHAT_FIELDS), how=st.none() | damage)
+def test_any_chat_body_gets_a_200_or_a_clean_4xx(server, body, change, how):
+    client, model = server
+    body = changed_body({**body, "model": model}, change)
+    answered_cleanly(client.post("/v1/chat/completions", content=as_body(body, how)))
+
+
+@SERVER_SETTINGS
+@given(picks=st.lists(good_picks, min_size=1, max_size=3), as_list=st.booleans(), change=one_change(PICK_FIELDS),
+       how=st.none() | damage)
+def test_any_preferences_body_gets_a_200_or_a_clean_4xx(server, picks, as_list, change, how):
+    client, _ = server
+    changed_body(picks[0], change)
+    answered_cleanly(client.post("/v1/preferences", content=as_body(picks if as_list else picks[0], how)))
