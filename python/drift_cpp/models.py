@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -293,7 +294,7 @@ def content_sha256(path: Path) -> str:
     try:
         memo_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(memo_path, json.dumps(memo, indent=1))
-    except OSError:
+    except (OSError, DriftError):  # a read-only cache: the hash is right, only not remembered
         pass
     return digest
 
@@ -320,12 +321,25 @@ class ModelOptions:
         return self.threads or os.cpu_count() or 1
 
 
+def _check_model_file(path: Path) -> None:
+    """A model must be a regular file: opening a FIFO or a device would wait forever or read without end."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: llama.cpp's own error names it
+    if stat.S_ISDIR(mode):
+        raise DriftError(f"{path}: is a directory, not a GGUF file")
+    if not stat.S_ISREG(mode):
+        raise DriftError(f"{path}: not a regular file (a FIFO or a device); give a GGUF file")
+
+
 class Model:
     """A GGUF model loaded once, with its chat template."""
 
     def __init__(self, path: Path, options: ModelOptions = ModelOptions()):
         self.path = Path(path)
         self.options = options
+        _check_model_file(self.path)
         self.core = _core.Model(str(self.path), options.n_gpu_layers)
         self.template = self._choose_template(options.chat_template)
         self.identity = {
@@ -340,6 +354,15 @@ class Model:
         if "sha256" in identity:
             return identity["sha256"] == self.identity["sha256"]
         return identity.get("fingerprint") == legacy_fingerprint(self.path)
+
+    def names(self, identity: dict) -> tuple[str, str]:
+        """How an error names a recorded model that is not this one, and this one: by file name, or where
+        the names agree (a changed copy, another file of that name) by content and path."""
+        was, now = identity.get("name"), self.identity["name"]
+        if was != now:
+            return was, now
+        digest = f" (sha256 {identity['sha256'][:12]}...)" if "sha256" in identity else ""
+        return f"another {was}{digest}", f"{self.identity['path']} (sha256 {self.identity['sha256'][:12]}...)"
 
     def _choose_template(self, fallback: Optional[str]) -> ChatTemplate:
         jinja = self.core.chat_template
