@@ -214,8 +214,11 @@ int64_t Engine::sync_model(int model, std::vector<Sequence *> & seqs,
                 flush();
             }
         }
+        // One decode per sequence's prompt: this llama.cpp's logits for a sequence change (by up to 0.5
+        // here) once a multi-sequence batch holds 32 tokens or more (llama.cpp issue #24962), so a
+        // sequence read alone gets the logits it gets in any company.
+        flush();
     }
-    flush();
     return evaluated;
 }
 
