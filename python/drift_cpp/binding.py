@@ -46,7 +46,7 @@ class Binding:
 
     def __init__(self, formula: Formula, roles: dict[str, Model], models: list[Model]):
         check_models(formula, roles)
-        self.formula, self.writer = formula, roles[LLM]
+        self.formula, self.writer = formula.check(), roles[LLM]
         self.sequences: list[Sequence] = []
         self.terms: list[list] = []  # the formula's terms summed into each sequence
         for term in formula.terms_llm_first():

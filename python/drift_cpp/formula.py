@@ -154,6 +154,22 @@ class Formula:
             raise DriftError("the formula has no term with a non-zero weight")
         return replace(self, terms=terms)
 
+    def check(self) -> "Formula":
+        """The one check of a formula's numbers, wherever it comes from; errors name its fields as saved."""
+        for i, t in enumerate(self.terms):
+            if abs(t.weight) > MAX_WEIGHT:
+                raise DriftError(f"field 'terms[{i}].weight' is {t.weight:g}; weights beyond {MAX_WEIGHT:g} drown "
+                                 "the LLM's own logits")
+        for name, value in [("eos", self.eos)] + [(f"words[{i}]", w) for i, (_, w) in enumerate(self.words)]:
+            if abs(value) > MAX_WEIGHT:
+                raise DriftError(f"field '{name}' is {value:g}; biases beyond {MAX_WEIGHT:g} drown the LLM's own logits")
+        if sum(t.weight for t in self.terms if t.model == LLM and not t.per_beta) <= 0:
+            raise DriftError("field 'terms': the LLM's own weights sum to zero or less: what is sampled would "
+                             "not be its language")
+        check_beta(self.beta, "field 'beta'")
+        check_guard(self.plausibility, self.max_kl, ("field 'plausibility'", "field 'max_kl'"))
+        return self
+
     @property
     def system(self) -> str:
         """The LLM's own system prompt: that of its first term."""
@@ -249,9 +265,6 @@ def _parse(obj) -> Formula:
         weight = item.get("weight")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
             raise _Invalid(f"field '{at}.weight' must be a finite number, got {weight!r}")
-        if abs(weight) > MAX_WEIGHT:
-            raise _Invalid(f"field '{at}.weight' is {weight:g}; weights beyond {MAX_WEIGHT:g} drown the LLM's "
-                           "own logits")
         per_beta = item.get("per_beta", False)
         if not isinstance(per_beta, bool):
             raise _Invalid(f"field '{at}.per_beta' must be true or false")
@@ -272,9 +285,6 @@ def _parse(obj) -> Formula:
             isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and s[0].strip() and _finite(s[1])
             for s in words):
         raise _Invalid("field 'words' must be a list of [word, finite weight] pairs")
-    for name, value in [("eos", eos)] + [(f"words[{i}]", w) for i, (_, w) in enumerate(words)]:
-        if abs(value) > MAX_WEIGHT:
-            raise _Invalid(f"field '{name}' is {value:g}; biases beyond {MAX_WEIGHT:g} drown the LLM's own logits")
     # Absent in formulas saved before the guard: they decode as they were saved, unguarded.
     plausibility = _field({"plausibility": 0.0, **obj}, "plausibility", float, "a number")
     max_kl = _field({"max_kl": 0.0, **obj}, "max_kl", float, "a number")
@@ -282,8 +292,10 @@ def _parse(obj) -> Formula:
         check_guard(plausibility, max_kl, ("field 'plausibility'", "field 'max_kl'"))
     except DriftError as e:
         raise _Invalid(str(e)) from None
+    formula = Formula(tuple(terms), beta, tuple((a, float(w)) for a, w in steering), tuple(models.items()), eos,
+                      tuple((w, float(v)) for w, v in words), plausibility, max_kl)
     try:
-        return Formula(tuple(terms), beta, tuple((a, float(w)) for a, w in steering), tuple(models.items()), eos,
-                       tuple((w, float(v)) for w, v in words), plausibility, max_kl).merged()
+        formula.check()  # before merging: the error names the field as it is in the file
+        return formula.merged()
     except DriftError as e:
-        raise _Invalid(f"field 'terms': {e}") from None
+        raise _Invalid(str(e)) from None

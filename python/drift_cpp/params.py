@@ -51,6 +51,19 @@ def check_finite(x, name: str) -> float:
     return float(x)
 
 
+# The largest weight of a profile in a blend, and the largest CFG scale: ten times a profile's own steering
+# is far past where the answers stay language (docs/results/demo_settings); beyond it lies only noise.
+MAX_SCALE = 10.0
+
+
+def check_scale(x, name: str) -> float:
+    """A blend weight or a CFG scale: finite and within +-MAX_SCALE."""
+    check_finite(x, name)
+    if abs(x) > MAX_SCALE:
+        raise DriftError(f"{name} is {x:g}; beyond +-{MAX_SCALE:g} the steering drowns the LLM's own logits")
+    return float(x)
+
+
 def check_guard(plausibility, max_kl, names=("plausibility", "max_kl")) -> None:
     """The one check of the guard's two numbers; `names` is how the error names them."""
     if not (_real(plausibility) and 0 <= plausibility < 1):
