@@ -5,7 +5,7 @@ import pytest
 
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
-from drift_cpp.preferences import Message, PreferencePair, load_pairs, write_pairs
+from drift_cpp.preferences import Message, PreferencePair, content_id, load_pairs, pair_from, write_pairs
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "python", "drift_cpp", "data", "demo_pairs.jsonl")
 GOOD = {"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."}
@@ -40,10 +40,34 @@ def test_valid_jsonl(tmp_path):
     p = write(tmp_path, "prefs.jsonl", jsonl(GOOD, "", "   ", dict(GOOD, id="x", chosen="Hey.")))
     pairs = load_pairs(p)
     assert pairs == [
-        PreferencePair((Message("user", "Hi?"),), "Hello.", "Go away.", "prefs.jsonl:1", 1),
+        PreferencePair((Message("user", "Hi?"),), "Hello.", "Go away.", content_id((Message("user", "Hi?"),),
+                                                                                  "Hello.", "Go away."), 1),
         PreferencePair((Message("user", "Hi?"),), "Hey.", "Go away.", "x", 4),
     ]
     assert len({hash(x) for x in pairs}) == 2
+    assert [(x.where, x.legacy_id) for x in pairs] == [(f"{p}:1", "prefs.jsonl:1"), (f"{p}:4", None)]
+
+
+def test_ids_are_the_content_in_any_file_and_format(tmp_path):
+    # Issue 20: ids were `<file name>:<line>`, so b/prefs.jsonl's first pair had a/prefs.jsonl's id.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    other = dict(GOOD, chosen="Hey there.")
+    (a,) = load_pairs(write(tmp_path, "a/prefs.jsonl", jsonl(GOOD)))
+    (b,) = load_pairs(write(tmp_path, "b/prefs.jsonl", jsonl(other)))
+    assert a.id != b.id and a.legacy_id == b.legacy_id == "prefs.jsonl:1"
+    # The same pair in another place, format or spelling (a one-message prompt list) has the same id.
+    moved = load_pairs(write(tmp_path, "c.csv", "prompt,chosen,rejected\nx,y,z\nHi?,Hello.,Go away.\n"))[1]
+    listed = load_pairs(write(tmp_path, "d.json", json.dumps([other, dict(GOOD, prompt=[{"role": "user",
+                                                                                            "content": "Hi?"}])])))[1]
+    assert moved.id == listed.id == a.id == pair_from(GOOD, "body").id
+    # A record repeated in one file stays a pair of its own, its id numbered; an explicit id is kept.
+    ids = [p.id for p in load_pairs(write(tmp_path, "e.jsonl", jsonl(GOOD, other, GOOD, dict(GOOD, id="mine"))))]
+    assert ids == [a.id, b.id, f"{a.id}#2", "mine"]
+    # write_pairs records the ids: reading back gives the same pairs, ids included.
+    pairs = load_pairs(tmp_path / "e.jsonl")
+    write_pairs(tmp_path / "f.jsonl", pairs)
+    assert load_pairs(tmp_path / "f.jsonl") == pairs
 
 
 def test_multi_turn(tmp_path):
@@ -60,20 +84,20 @@ def test_multi_turn(tmp_path):
 def test_valid_csv_with_multiline_cell(tmp_path):
     text = 'id,prompt,chosen,rejected\n,"Line one\nline two",Yes.,No.\n\nq2,Why?,Because.,"Long,\nwinded."\n'
     pairs = load_pairs(write(tmp_path, "p.csv", text))
-    assert [(p.id, p.line) for p in pairs] == [("p.csv:2", 2), ("q2", 5)]
+    assert [(p.legacy_id, p.line) for p in pairs] == [("p.csv:2", 2), (None, 5)] and pairs[1].id == "q2"
     assert pairs[0].prompt == (Message("user", "Line one\nline two"),)
     assert pairs[1].rejected == "Long,\nwinded."
 
 
 def test_csv_with_bom_and_no_id_column(tmp_path):
     (pair,) = load_pairs(write(tmp_path, "p.csv", b"\xef\xbb\xbfprompt,chosen,rejected\r\nQ,A,B\r\n"))
-    assert (pair.id, pair.chosen, pair.rejected) == ("p.csv:2", "A", "B")
+    assert (pair.legacy_id, pair.chosen, pair.rejected) == ("p.csv:2", "A", "B")
 
 
 def test_valid_json_list(tmp_path):
     text = '[\n  {"prompt": "a", "chosen": "b", "rejected": "c"},\n\n  {"prompt": "d",\n   "chosen": "e", "rejected": "f", "id": 7}\n]\n'
     pairs = load_pairs(write(tmp_path, "p.json", text))
-    assert [(p.id, p.line) for p in pairs] == [("p.json:2", 2), ("7", 4)]
+    assert [(p.legacy_id or p.id, p.line) for p in pairs] == [("p.json:2", 2), ("7", 4)]
 
 
 def test_write_round_trip(tmp_path):

@@ -1,6 +1,7 @@
 """The batched, prefix-sharing scorer against llama-cpp-python's Llama plus numpy."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -83,10 +84,26 @@ def test_bad_items_are_named(smollm, req, message):
 def test_overlong_response_is_an_error_or_truncated_on_request(smollm):
     long = " ".join(["word"] * 400)
     req = ScoreRequest("S", (("user", "q"),), long, label="p.jsonl:9")
-    with pytest.raises(DriftError, match=r"p.jsonl:9: prompt and response need \d+ tokens but the context holds 256"):
+    with pytest.raises(DriftError, match=r"^p.jsonl:9: the prompt \(\d+ tokens with the system prompt\) and the "
+                       r"response \(\d+ tokens\) need \d+ tokens, but the scorer's context holds 256: shorten the "
+                       r"prompt by at least \d+ tokens \(drop its oldest messages or text\) or the response, or score "
+                       r"responses on their first tokens \(--max-response-tokens\)$"):
         Scorer(smollm, n_ctx=256, progress=False).score([req])
     truncated = Scorer(smollm, n_ctx=256, max_response_tokens=100, progress=False).score([req])
     assert truncated.n_tokens[0] == 100
+
+
+def test_an_overlong_prompt_is_refused_with_advice_that_works(smollm):
+    # Issue 20: the advice was to set --max-response-tokens, which cannot shorten a prompt.
+    scorer = Scorer(smollm, n_ctx=256, max_response_tokens=100, progress=False)
+    words = ["word"] * 400
+    with pytest.raises(DriftError) as e:
+        scorer.check([ScoreRequest("S", (("user", " ".join(words)),), "Yes.", label="p.jsonl:3")])
+    cut = int(re.search(r"shorten the prompt by at least (\d+) tokens \(drop its oldest messages or text\)$",
+                        str(e.value))[1])
+    scorer.check([ScoreRequest("S", (("user", " ".join(words[cut:])),), "Yes.")])  # its end, as advised, fits
+    with pytest.raises(DriftError, match="shorten the prompt by at least 1 token "):
+        scorer.check([ScoreRequest("S", (("user", " ".join(words[cut - 1:])),), "Yes.")])
 
 
 def test_score_command_prints_logprob_and_tokens(smollm):

@@ -17,15 +17,17 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Optional
 
 from .errors import DriftError
 from .fileio import MAX_DOCUMENT_BYTES, atomic_write_text, check_utf8, parse_json, read_text
 
 ROLES = ("system", "user", "assistant")
 _TEXT_FIELDS = ("prompt", "chosen", "rejected")
+PAIR_SUFFIXES = (".jsonl", ".csv", ".json", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,16 @@ class PreferencePair:
     rejected: str
     id: str
     line: int
+    where: str = dataclasses.field(default="", compare=False)  # names it in errors, e.g. "prefs.jsonl:17"
+    # Without an id field, pairs were once named `<file name>:<line>`: profiles from then hold that id.
+    legacy_id: Optional[str] = dataclasses.field(default=None, compare=False)
 
 
 def load_pairs(path: str | os.PathLike) -> list[PreferencePair]:
-    """Read and validate preference pairs from a .jsonl, .csv or .json file."""
+    """Read and validate preference pairs from a .jsonl, .csv, .json or .parquet file.
+
+    A record without an id is named by its content (content_id), so one pair has one id in every
+    file; a record repeated in a file gets `#2`, `#3`, ... after its id."""
     where = str(path)
     path = Path(path)
     readers = {".jsonl": _jsonl_records, ".csv": _csv_records, ".json": _json_records}
@@ -54,12 +62,17 @@ def load_pairs(path: str | os.PathLike) -> list[PreferencePair]:
     elif suffix in readers:
         records = readers[suffix](read_text(path, where), where)
     else:
-        raise DriftError(f"{where}: unsupported file type '{path.suffix}' (use .jsonl, .csv, .json or .parquet)")
+        raise DriftError(f"{where}: unsupported file type '{path.suffix}' "
+                         f"(use {', '.join(PAIR_SUFFIXES[:-1])} or {PAIR_SUFFIXES[-1]})")
 
     pairs: list[PreferencePair] = []
     first_line: dict[str, int] = {}
+    copies: dict[str, int] = {}  # records without an id, by content
     for line, record in records:
-        pair = _make_pair(record, f"{where}:{line}", line, default_id=f"{path.name}:{line}")
+        pair = _make_pair(record, f"{where}:{line}", line)
+        if "id" not in record:
+            n = copies[pair.id] = copies.get(pair.id, 0) + 1
+            pair = replace(pair, id=pair.id if n == 1 else f"{pair.id}#{n}", legacy_id=f"{path.name}:{line}")
         if pair.id in first_line:
             raise DriftError(
                 f"{where}:{line}: duplicate id '{pair.id}' (first on line {first_line[pair.id]})"
@@ -74,22 +87,28 @@ def load_pairs(path: str | os.PathLike) -> list[PreferencePair]:
 def pair_from(record: dict, at: str) -> PreferencePair:
     """One pair from a record (as in a file, at `at`); without an id, its id is a hash of its content,
     so the same feedback given twice is one pair."""
-    if "id" not in record:
-        content = json.dumps([record.get(f) for f in _TEXT_FIELDS], ensure_ascii=False, sort_keys=True)
-        record = {**record, "id": "sha256:" + hashlib.sha256(content.encode("utf-8", "replace")).hexdigest()[:16]}
-    return _make_pair(record, at, 0, default_id="")
+    return _make_pair(record, at, 0)
+
+
+def content_id(prompt: tuple[Message, ...], chosen: str, rejected: str) -> str:
+    """A pair's default id: a hash of its prompt, chosen and rejected, the same in any file or format."""
+    content = json.dumps(list(_record(prompt, chosen, rejected).values()), ensure_ascii=False, sort_keys=True)
+    return "sha256:" + hashlib.sha256(content.encode("utf-8")).hexdigest()[:16]
+
+
+def _record(prompt: tuple[Message, ...], chosen: str, rejected: str) -> dict:
+    """A pair as JSONL holds it: a lone user message as a string."""
+    if len(prompt) == 1 and prompt[0].role == "user":
+        text: Any = prompt[0].content
+    else:
+        text = [{"role": m.role, "content": m.content} for m in prompt]
+    return {"prompt": text, "chosen": chosen, "rejected": rejected}
 
 
 def write_pairs(path: str | os.PathLike, pairs: Iterable[PreferencePair]) -> None:
     """Write pairs as JSONL (atomically); ``load_pairs`` reads them back."""
-    lines = []
-    for p in pairs:
-        if len(p.prompt) == 1 and p.prompt[0].role == "user":
-            prompt: Any = p.prompt[0].content
-        else:
-            prompt = [{"role": m.role, "content": m.content} for m in p.prompt]
-        record = {"id": p.id, "prompt": prompt, "chosen": p.chosen, "rejected": p.rejected}
-        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    lines = [json.dumps({"id": p.id, **_record(p.prompt, p.chosen, p.rejected)}, ensure_ascii=False) + "\n"
+             for p in pairs]
     atomic_write_text(path, "".join(lines))
 
 
@@ -186,7 +205,7 @@ def _csv_records(text: str, where: str) -> Iterator[tuple[int, dict]]:
         raise DriftError(f"{where}:{reader.line_num}: invalid CSV: {e}") from None
 
 
-def _make_pair(record: dict, at: str, line: int, default_id: str) -> PreferencePair:
+def _make_pair(record: dict, at: str, line: int) -> PreferencePair:
     if isinstance(record.get("chosen"), list) or isinstance(record.get("rejected"), list):
         record = _from_conversational(record, at)
     for field in _TEXT_FIELDS:
@@ -205,14 +224,14 @@ def _make_pair(record: dict, at: str, line: int, default_id: str) -> PreferenceP
     if record["chosen"].strip() == record["rejected"].strip():
         raise DriftError(f"{at}: identical 'chosen' and 'rejected'")
 
-    pair_id = record.get("id", default_id)
+    pair_id = record["id"] if "id" in record else content_id(messages, record["chosen"], record["rejected"])
     if isinstance(pair_id, int) and not isinstance(pair_id, bool):
         pair_id = str(pair_id)
     if not isinstance(pair_id, str):
         raise DriftError(f"{at}: field 'id' must be a string, got {_json_type(pair_id)}")
     if not pair_id.strip():
         raise DriftError(f"{at}: field 'id' is empty")
-    return PreferencePair(messages, record["chosen"], record["rejected"], pair_id, line)
+    return PreferencePair(messages, record["chosen"], record["rejected"], pair_id, line, at)
 
 
 def _from_conversational(record: dict, at: str) -> dict:

@@ -20,6 +20,7 @@ from .attributes import Attribute, AttributeSet, builtin_attributes
 from .errors import DriftError
 from .evaluation.methods import term_counts
 from .models import Model
+from .params import DEFAULT_MAX_RESPONSE_TOKENS, DEFAULT_TOP
 from .preferences import PreferencePair
 from .screening import ScreenOptions
 from .scorer import Cost, ScoreRequest, Scorer, check_max_response_tokens
@@ -29,13 +30,13 @@ NORMALIZE = ("sum", "mean")
 
 @dataclass(frozen=True)
 class FitOptions:
-    top: int = 7                # attributes used for decoding (paper: 7)
+    top: int = DEFAULT_TOP      # attributes used for decoding (paper: 7)
     normalize: str = "sum"      # "sum": summed log-ratio (paper); "mean": per response token
     method: str = approximation.DEFAULT_METHOD  # "qp": the paper's closed form; "logistic", "bt": regressions
     l2: float = approximation.DEFAULT_L2        # penalty of "logistic" and "bt"
     family: str = choice.AUTO   # "auto": every family in one shrunk fit (choice.py); or e.g. "attributes+length"
     # Response tokens scored (0: all). Profile.fit records its scorer's; updates must score alike.
-    max_response_tokens: int = 0
+    max_response_tokens: int = DEFAULT_MAX_RESPONSE_TOKENS
 
     def check(self, name: Callable[[str], str] = lambda key: f"--{key}") -> None:
         """The one place these values are checked; `name` says how errors name an option."""
@@ -75,7 +76,7 @@ def pair_requests(pairs: Sequence[PreferencePair], base: Attribute, attributes: 
         for i in [-1] + list(columns[j]):
             system, conversation = _system(prompts[i + 1].prompt, pair)
             for response in (pair.chosen, pair.rejected):
-                requests.append(ScoreRequest(system, conversation, response, label=pair.id))
+                requests.append(ScoreRequest(system, conversation, response, label=pair.where or pair.id))
             where.append((j, i + 1))
     return requests, where
 
@@ -191,11 +192,31 @@ class Profile:
         """Adds the pairs not seen before; returns how many were new. Only those are scored."""
         self.check_updatable()
         self.check_scorer(scorer)
-        seen = set(self.pair_ids)
-        new = [p for p in pairs if p.id not in seen]
+        new = [p for p, row in zip(pairs, self._rows(pairs)) if row is None]
         if new:
             self._score_pairs(new, scorer)
         return len(new)
+
+    def _rows(self, pairs: Sequence[PreferencePair]) -> list[Optional[int]]:
+        """The row of each pair (None: not in the profile). Rows from before content ids have the
+        `<file name>:<line>` id of their pair, which another file's pair shares: such a row is the pair only
+        where its recorded words and prompt agree, and then takes the pair's id."""
+        index = {pair_id: i for i, pair_id in enumerate(self.pair_ids)}
+        rows = []
+        for p in pairs:
+            i = index.get(p.id)
+            if i is None and p.legacy_id in index and p.id not in index and self._holds(index[p.legacy_id], p):
+                i = index.pop(p.legacy_id)
+                self.pair_ids = self.pair_ids[:i] + [p.id] + self.pair_ids[i + 1:]
+                index[p.id] = i
+            rows.append(i)
+        return rows
+
+    def _holds(self, i: int, pair: PreferencePair) -> bool:
+        """Whether row i was scored from this pair, as far as the row records it (profiles written
+        before the words and prompt hashes were recorded trust the id)."""
+        return ((self.bows is None or tuple(self.bows[i]) == pair_bows([pair])[0])
+                and (self.groups is None or self.groups[i] == pair_groups([pair])[0]))
 
     def remove(self, ids: Iterable[str]) -> int:
         """Drops the rows of these pairs and fits again (nothing is scored); returns how many were dropped."""
@@ -215,6 +236,8 @@ class Profile:
         """Scores new pairs after the profile's own and refits: all columns, or those screening picks."""
         before, attrs, start = scorer.cost, self.attributes, self.n_pairs
         runs = screening.blocks(start, len(pairs), self.screen) if self.screen else [(start, start + len(pairs))]
+        if len(runs) > 1:  # runs are scored one after the other: a pair too long fails before any is scored
+            scorer.check(pair_requests(pairs, attrs.base, attrs.attributes)[0])
         for a, b in runs:  # positions in the profile; a screened run's columns come from the rows before it
             columns = None if self.screen is None else screening.block_columns(
                 self.W, self.L, a, b - a, self.options.top, self.screen, self._fit)
@@ -232,15 +255,15 @@ class Profile:
         """Adds attribute columns, scoring only those columns (the base comes from the cache)."""
         self.check_updatable()
         self.check_scorer(scorer)
-        by_id = {p.id: p for p in pairs}
-        missing = [i for i in self.pair_ids if i not in by_id]
+        by_row = {row: p for p, row in zip(pairs, self._rows(pairs)) if row is not None}
+        missing = [pair_id for i, pair_id in enumerate(self.pair_ids) if i not in by_row]
         if missing:
             raise DriftError(f"the pairs given lack {len(missing)} of the profile's pairs (e.g. '{missing[0]}')")
         extended = self.attributes.extend(new)
         added = extended.attributes[len(self.attributes):]
         if not added:
             return
-        ordered = [by_id[i] for i in self.pair_ids]
+        ordered = [by_row[i] for i in range(self.n_pairs)]
         before = scorer.cost
         W_new, L_new = reward_features(scorer, ordered, self.attributes.base, added, self.options.normalize)
         self.cost += scorer.cost - before
@@ -362,10 +385,9 @@ class Profile:
 
     def check_model(self, model: Model) -> None:
         if not model.same_as(self.model):
-            raise DriftError(
-                f"this profile was built with {self.model.get('name')} and cannot be used with "
-                f"{model.identity['name']}: its rewards come from another model"
-            )
+            was, now = model.names(self.model)
+            raise DriftError(f"this profile was built with {was} and cannot be used with {now}: "
+                             "its rewards come from another model")
 
     def decoding_weights(self, top: Optional[int] = None, exclude: Iterable[str] = ()) -> list[tuple[Attribute, float]]:
         """The attributes and weights that steer decoding: the top m by |p|, never decode_exclude."""

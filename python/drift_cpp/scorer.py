@@ -17,7 +17,7 @@ import numpy as np
 from .chat import as_messages
 from .errors import DriftError
 from .models import Model
-from .params import EngineOptions
+from .params import DEFAULT_MAX_RESPONSE_TOKENS, EngineOptions
 from .score_cache import ScoreCache, score_key
 
 CHUNK_ITEMS = 16  # items scored between two cache writes
@@ -94,7 +94,8 @@ def request_key(model: Model, max_response_tokens: int, request: ScoreRequest) -
 
 class Scorer:
     def __init__(self, model: Model, n_ctx: int = EngineOptions.n_ctx, n_batch: int = EngineOptions.n_batch,
-                 cache: Optional[ScoreCache] = None, max_response_tokens: int = 0, progress: bool = True):
+                 cache: Optional[ScoreCache] = None, max_response_tokens: int = DEFAULT_MAX_RESPONSE_TOKENS,
+                 progress: bool = True):
         from .runtime import _core
 
         check_max_response_tokens(max_response_tokens)
@@ -136,32 +137,46 @@ class Scorer:
         prompt, response = self.model.split_response(prompt_text, request.response)
         if self.max_response_tokens and len(response) > self.max_response_tokens:
             response = response[: self.max_response_tokens]
-        if len(prompt) + len(response) - 1 > self.core.n_ctx:
-            raise DriftError(
-                f"{request.label or 'item'}: prompt and response need {len(prompt) + len(response) - 1} tokens but "
-                f"the context holds {self.core.n_ctx}; set max_response_tokens (--max-response-tokens) to truncate"
-            )
+        need = len(prompt) + len(response) - 1
+        if need > self.core.n_ctx:
+            over = need - self.core.n_ctx
+            advice = f"shorten the prompt by at least {over} token{'s' * (over > 1)} (drop its oldest messages or text)"
+            if len(response) > over:
+                advice += " or the response" + ("" if self.max_response_tokens else
+                                                 ", or score responses on their first tokens (--max-response-tokens)")
+            raise DriftError(f"{request.label or 'item'}: the prompt ({len(prompt)} tokens with the system prompt) "
+                             f"and the response ({len(response)} tokens) need {need} tokens, but the scorer's context "
+                             f"holds {self.core.n_ctx}: {advice}")
         return prompt, response
 
-    def score(self, requests: Sequence[ScoreRequest], what: str = "scoring") -> Scores:
-        """Scores of every request; each unique one is evaluated once, and at most once ever with a cache."""
+    def check(self, requests: Sequence[ScoreRequest]) -> None:
+        """Every request that scoring them would evaluate is valid and fits the context; nothing is scored."""
+        self._plan(requests)
+
+    def _plan(self, requests: Sequence[ScoreRequest]) -> tuple[list, list, dict, list]:
+        """(unique requests, their cache keys, the scores the cache holds, the work left: (key, prompt tokens,
+        response tokens) in prompt order, so that chunks share prefixes). Raises before anything is scored."""
         for r in requests:
             self._check(r)
-        start, tokens = time.monotonic(), self.core.stats["evaluated_tokens"]
         unique = list(dict.fromkeys(requests))
         keys = [self._key(r) for r in unique]
         done = self.cache.get_many(keys) if self.cache else {}
-        todo = [(r, k) for r, k in zip(unique, keys) if k not in done]
-
-        # Tokenize once per prompt, then score in prompt order so chunks share prefixes.
-        prompt_texts: dict[tuple, str] = {}
+        prompt_texts: dict[tuple, str] = {}  # rendered once per prompt
         work = []
-        for r, k in todo:
+        for r, k in zip(unique, keys):
+            if k in done:
+                continue
             pk = (r.system, tuple(tuple(m.items()) for m in as_messages(r.conversation)))
             if pk not in prompt_texts:
                 prompt_texts[pk] = self.model.render(self._messages(r))
             work.append((k, *self.tokens(r, prompt_texts[pk])))
         work.sort(key=lambda w: w[1])
+        return unique, keys, done, work
+
+    def score(self, requests: Sequence[ScoreRequest], what: str = "scoring") -> Scores:
+        """Scores of every request; each unique one is evaluated once, and at most once ever with a cache."""
+        start, tokens = time.monotonic(), self.core.stats["evaluated_tokens"]
+        unique, keys, done, work = self._plan(requests)
 
         planned = planned_tokens([(p, t) for _, p, t in work])
         with _Progress(what, len(work), planned, enabled=self.progress and bool(work)) as bar:
@@ -173,7 +188,7 @@ class Scorer:
                 bar.advance(len(chunk))
 
         self.cost += Cost(self.core.stats["evaluated_tokens"] - tokens, time.monotonic() - start,
-                          len(todo), len(unique) - len(todo))
+                          len(work), len(unique) - len(work))
         by_request = {r: done[k] for r, k in zip(unique, keys)}
         return Scores(
             logprob=np.array([by_request[r][0] for r in requests], dtype=np.float64),
