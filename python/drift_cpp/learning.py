@@ -1,8 +1,9 @@
 """Learning from use: preference pairs captured one pick at a time, and the profile kept up with them.
 
 A profile PATH.json keeps the pairs it learned from beside it, in PATH.pairs.jsonl, a pairs file
-like any other (`drift-cpp approximate` reads it). A new pair is appended to that file atomically,
-then only the new pair is scored and the profile fitted again; undo drops the last pair from both.
+like any other (`drift-cpp approximate` reads it). Only the new pairs are scored and the profile
+fitted again; a pair is written to the pairs file (atomically) only once it has been scored, so one
+that cannot be scored is refused and never blocks the next. Undo drops the last pair from both.
 chat's /ab and --learn and the server's /v1/preferences both go through here.
 """
 
@@ -71,13 +72,9 @@ def load(path: str | os.PathLike) -> Optional[Profile]:
     return Profile.load(path) if Path(path).exists() else None
 
 
-def add(path: str | os.PathLike, pairs: Sequence[PreferencePair], scorer: Scorer, attributes: AttributeSet,
-        options: FitOptions = FitOptions()) -> Update:
-    """Appends the pairs not already in the pairs file, then creates or updates the profile.
-
-    The pairs file is written first: if scoring fails, the next add scores what the profile lacks.
-    The caller serializes adds to one profile.
-    """
+def check(path: str | os.PathLike) -> tuple[Optional[Profile], list[PreferencePair]]:
+    """The profile at path (None: none yet) and its pairs, once both files are known to be writable and
+    readable: what an add needs, checked before anything costly (chat checks it before the two answers)."""
     path, store = Path(path), pairs_path(path)
     for out in (path, store):
         check_output(out)
@@ -85,15 +82,40 @@ def add(path: str | os.PathLike, pairs: Sequence[PreferencePair], scorer: Scorer
     if profile is not None and profile.n_pairs == 0:
         raise DriftError(f"{path}: its weights were given, not learned from pairs; a fit would replace them "
                          "(learn into a new profile)")
-    old = load_pairs(store) if store.exists() else []
+    return profile, load_pairs(store) if store.exists() else []
+
+
+def add(path: str | os.PathLike, pairs: Sequence[PreferencePair], scorer: Scorer, attributes: AttributeSet,
+        options: FitOptions = FitOptions()) -> Update:
+    """Adds the pairs not already in the pairs file to it and creates or updates the profile."""
+    return add_many([(path, pairs)], scorer, attributes, options)[0]
+
+
+def add_many(batches: Sequence[tuple[str | os.PathLike, Sequence[PreferencePair]]], scorer: Scorer,
+             attributes: AttributeSet, options: FitOptions = FitOptions()) -> list[Update]:
+    """add for several profiles, whole or not at all: every profile is scored before any file is written.
+
+    Each pairs file is written before its profile: should the profile's write fail, the next add scores
+    what the profile lacks. The caller serializes adds to one profile.
+    """
+    staged = [_stage(Path(path), pairs, scorer, attributes, options) for path, pairs in batches]
+    for path, pairs, update in staged:
+        if update.changed:
+            write_pairs(pairs_path(path), pairs)
+        update.profile.save(path)
+    return [update for _, _, update in staged]
+
+
+def _stage(path: Path, pairs: Sequence[PreferencePair], scorer: Scorer, attributes: AttributeSet,
+           options: FitOptions) -> tuple[Path, list[PreferencePair], Update]:
+    """The profile updated in memory with the new pairs (scored), and the pairs file's new content."""
+    profile, old = check(path)
     seen = {p.id for p in old}
     fresh = []
     for p in pairs:
         if p.id not in seen:
             fresh.append(p)
             seen.add(p.id)
-    if fresh:
-        write_pairs(store, old + fresh)
     before = top(profile)
     if profile is None:
         if not old + fresh:
@@ -103,8 +125,7 @@ def add(path: str | os.PathLike, pairs: Sequence[PreferencePair], scorer: Scorer
         profile.check_updatable()
         with scorer.truncating(profile.options.max_response_tokens):  # rewards comparable with its own
             profile.update(old + fresh, scorer)
-    profile.save(path)
-    return Update(profile, len(fresh), before, top(profile))
+    return path, old + fresh, Update(profile, len(fresh), before, top(profile))
 
 
 def undo(path: str | os.PathLike) -> Update:
