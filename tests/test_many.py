@@ -79,6 +79,44 @@ def test_bad_user_file_is_one_line_before_any_work(users, tmp_path, tmp_cache):
     assert not (tmp_path / "out" / "alice.json").exists()
 
 
+def test_one_users_failure_keeps_the_others_profiles_and_parquet_users_are_fitted(users, tmp_path, tmp_cache):
+    # Issue 20: the first user to fail discarded the profiles of those who finished after it (aaron sorts
+    # first, so with one worker he fails before the others start), and .parquet users were skipped in silence.
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    d = tmp_path / "pairs"
+    d.mkdir()
+    write_pairs(d / "alice.jsonl", load_pairs(users / "alice.jsonl"))
+    bob = [json.loads(line) for line in (users / "bob.jsonl").read_text().splitlines()]
+    pq.write_table(pa.Table.from_pylist(bob), d / "bob.parquet")
+    too_long = dict(bob[0], id="long", prompt="Tell me more. " * 800)  # over the scorer's context
+    (d / "aaron.jsonl").write_text(json.dumps(bob[1]) + "\n" + json.dumps(too_long) + "\n")
+    out = tmp_path / "profiles"
+    r = cli("approximate-many", str(d), "-o", str(out), "--include", ATTRS, "--workers", "1", "--json")
+    assert r.returncode == 1, r.stderr
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"error: aaron: {d / 'aaron.jsonl'}:2: the prompt (") and "shorten the prompt" in line
+    report = json.loads(r.stdout)
+    assert report["fitted"] == ["alice", "bob"] and list(report["failed"]) == ["aaron"]
+    assert sorted(os.listdir(out)) == ["alice.json", "bob.json"]
+    assert json.loads((out / "bob.json").read_text())["pair_ids"] == [p.id for p in load_pairs(d / "bob.parquet")]
+
+
+def test_the_output_directory_is_checked_before_any_work(users, tmp_path, tmp_cache):
+    # Issue 20: `-o` naming the pairs directory wrote profiles there (read as pairs by the next run), and
+    # `-o` naming a file was an internal error.
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for target, expected in ((users, f"error: -o {users}: is the pairs directory; write the profiles to another "
+                                     "directory"),
+                             (a_file, f"error: -o {a_file}: not a directory (give the directory the profiles go to)"),
+                             (a_file / "sub", f"error: -o {a_file / 'sub'}: cannot create the directory: Not a "
+                                              "directory")):
+        r = cli("approximate-many", str(users), "-o", str(target), "--include", ATTRS)
+        assert r.returncode == 1 and r.stderr == expected + "\n"
+    assert sorted(os.listdir(users)) == ["alice.jsonl", "bob.jsonl"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,6 +7,7 @@ the profile and the scores computed for it: it writes the profile atomically and
 scores to its cache. A user whose profile is up to date (same pairs, attributes and fit) is
 skipped, so an interrupted run resumes; a user with new pairs is fitted again, which with the
 cache scores only the new entries (screening decides a pair's columns from the pairs before it).
+Users are independent: one whose fit fails is reported, and every other user's profile is written.
 """
 
 from __future__ import annotations
@@ -23,14 +24,11 @@ from .attributes import AttributeSet
 from .errors import DriftError
 from .fileio import check_output
 from .models import ModelOptions, load_model
-from .preferences import PreferencePair, load_pairs
+from .preferences import PAIR_SUFFIXES, PreferencePair, load_pairs
 from .profile import FitOptions, Profile, pair_requests
 from .score_cache import MemoryCache
 from .scorer import Scorer, request_key
 from .screening import ScreenOptions
-
-PAIR_SUFFIXES = (".jsonl", ".csv", ".json")
-
 
 @dataclass(frozen=True)
 class Job:
@@ -53,8 +51,9 @@ class Task:
 @dataclass
 class Result:
     name: str
-    data: profile_file.ProfileData
+    data: Optional[profile_file.ProfileData]  # None: the fit failed
     scores: list  # (key, logprob, n_tokens) computed for this user
+    error: Optional[str] = None  # why the fit failed, in one line
 
 
 class Fitter:
@@ -66,16 +65,30 @@ class Fitter:
                              max_response_tokens=job.options.max_response_tokens, progress=False)
 
     def fit(self, task: Task) -> Result:
+        """The user's profile, or the reason it failed: one user's failure is never another's."""
         j = self.job
         self.scorer.cache = MemoryCache(task.cached)
-        prof = Profile.fit(task.pairs, self.scorer, j.attributes, j.options, j.decode_exclude, j.screen)
+        try:
+            prof = Profile.fit(task.pairs, self.scorer, j.attributes, j.options, j.decode_exclude, j.screen)
+        except Exception as e:  # noqa: BLE001  (reported for this user; the others go on)
+            return Result(task.name, None, self.scorer.cache.new, failure(e))
         return Result(task.name, prof.to_data(), self.scorer.cache.new)
+
+
+def failure(e: Exception) -> str:
+    """An exception as the one line a user's failure is reported with."""
+    text = " ".join(str(e).split())
+    return text if isinstance(e, DriftError) else f"internal error ({type(e).__name__}): {text}; please report it"
 
 
 def user_files(pairs_dir: Path, out_dir: Path) -> list[tuple[str, Path, Path]]:
     """(user, pairs file, profile file) for every pairs file, by name; two files of one user are an error."""
     if not pairs_dir.is_dir():
         raise DriftError(f"{pairs_dir}: not a directory of pairs files")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DriftError(f"-o {out_dir}: not a directory (give the directory the profiles go to)")
+    if out_dir.resolve() == pairs_dir.resolve():  # the next run would read the profiles as pairs files
+        raise DriftError(f"-o {out_dir}: is the pairs directory; write the profiles to another directory")
     files = sorted(p for p in pairs_dir.iterdir() if p.suffix.lower() in PAIR_SUFFIXES and p.is_file())
     if not files:
         raise DriftError(f"{pairs_dir}: no pairs files ({', '.join(PAIR_SUFFIXES)})")
@@ -84,6 +97,10 @@ def user_files(pairs_dir: Path, out_dir: Path) -> list[tuple[str, Path, Path]]:
         if f.stem in seen:
             raise DriftError(f"{f}: user '{f.stem}' also has {seen[f.stem].name}; keep one pairs file per user")
         seen[f.stem] = f
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DriftError(f"-o {out_dir}: cannot create the directory: {e.strerror or e}") from None
     out = [(f.stem, f, out_dir / f"{f.stem}.json") for f in files]
     for _, f, target in out:
         check_output(target, inputs=files)
@@ -136,9 +153,12 @@ def run_local(job: Job, tasks: list[Task], workers: int) -> Iterator[Result]:
     """Fits on a pool of processes, each with its own sLM (spawned: no llama.cpp state is forked)."""
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_start_worker,
                              initargs=(job,)) as pool:
-        futures = [pool.submit(_fit_in_worker, t) for t in tasks]
+        futures = {pool.submit(_fit_in_worker, t): t.name for t in tasks}
         for f in as_completed(futures):
-            yield f.result()
+            try:
+                yield f.result()
+            except Exception as e:  # noqa: BLE001  (a worker that died: its users fail, the others' results stay)
+                yield Result(futures[f], None, [], failure(e))
 
 
 def run_ray(job: Job, tasks: list[Task], workers: Optional[int], address: str) -> Iterator[Result]:
@@ -159,21 +179,27 @@ def run_ray(job: Job, tasks: list[Task], workers: Optional[int], address: str) -
 
 def approximate_many(pairs_dir, out_dir, job: Job, cache, workers: Optional[int] = None,
                      ray_address: Optional[str] = None, on_done: Callable[[str, Result], None] = lambda *_: None):
-    """Fits every user not up to date; returns (fitted users, skipped users)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tasks, skipped, targets = plan(Path(pairs_dir), out_dir, job, cache)
+    """Fits every user not up to date; returns (fitted users, skipped users, {failed user: why}).
+    on_done sees each result as it comes, failed or not."""
+    pairs_dir, out_dir = Path(pairs_dir), Path(out_dir)
+    tasks, skipped, targets = plan(pairs_dir, out_dir, job, cache)
     if not tasks:
-        return [], skipped
+        return [], skipped, {}
     if ray_address:
         results = run_ray(job, tasks, workers, ray_address)
     else:
         results = run_local(job, tasks, min(workers or os.cpu_count() or 1, len(tasks)))
-    done = []
+    done, failed = [], {}
     for result in results:
         if cache:
-            cache.put_many(result.scores)
-        profile_file.save(targets[result.name], result.data)
-        done.append(result.name)
+            cache.put_many(result.scores)  # a failed user's scores too: the rerun does not pay for them again
+        if result.error is None:
+            try:
+                profile_file.save(targets[result.name], result.data)
+                done.append(result.name)
+            except DriftError as e:
+                result.error = failure(e)
+        if result.error is not None:
+            failed[result.name] = result.error
         on_done(result.name, result)
-    return done, skipped
+    return done, skipped, failed
