@@ -400,3 +400,79 @@ def test_a_reader_that_leaves_early_is_not_an_error():
     child.stdout.close()
     err = child.stderr.read().decode()
     assert child.wait(timeout=60) == 141 and err == ""
+
+
+# --- issue 20: late failures, hangs, a read-only cache, wording -------------------------------
+
+
+def test_approximate_refuses_an_overlong_pair_before_scoring_any(tmp_path, tmp_cache):
+    # Screening scores the first 4 pairs, then the rest: the 5th pair's length was found after scoring 4.
+    path = tmp_path / "p.jsonl"
+    records = [dict(GOOD, chosen=f"Hello {i}.") for i in range(4)] + [dict(GOOD, prompt="Tell me more. " * 800)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    code, err = run("--threads", "1", "approximate", path, "-o", tmp_path / "me.json", "--include", "concise")
+    assert code == 1 and err.startswith(f"error: {path}:5: the prompt (") and "shorten the prompt" in err, err
+    assert sqlite3.connect(tmp_cache / "scores.sqlite").execute("SELECT COUNT(*) FROM scores").fetchone() == (0,)
+
+
+def test_score_names_the_empty_option_before_loading_a_model(tmp_cache):
+    for i, name in enumerate(("--system", "--prompt", "--response")):
+        values = ["S", "P", "R"]
+        values[i] = " "
+        code, err = run("score", "--system", values[0], "--prompt", values[1], "--response", values[2])
+        assert (code, err) == (1, f"error: {name} is empty")
+    assert not tmp_cache.exists()
+
+
+def test_chat_beta_names_the_command_and_the_value(smollm):
+    code, err = run("--threads", "1", "chat", input="/beta abc\n/beta\n/quit\n")
+    assert code == 0 and err.splitlines() == ["error: /beta: expected a number, e.g. /beta 0.5, got 'abc'",
+                                              "error: /beta: expected a number, e.g. /beta 0.5, got ''"]
+
+
+def test_a_model_of_the_same_name_is_told_apart_by_content(smollm):
+    from drift_cpp.profile import Profile
+    profile = Profile.with_weights(smollm, {"concise": 1.0})
+    profile.model = {**smollm.identity, "sha256": "0" * 64}  # a copy of the file, changed
+    with pytest.raises(DriftError) as e:
+        profile.check_model(smollm)
+    now = f"{smollm.path.resolve()} (sha256 {smollm.identity['sha256'][:12]}...)"
+    assert str(e.value) == (f"this profile was built with another {smollm.path.name} (sha256 000000000000...) and "
+                            f"cannot be used with {now}: its rewards come from another model")
+
+
+def _cli(args, cache, **kw):
+    """The CLI in a process of its own, with a time limit: these faults hang or touch what the process caches."""
+    import subprocess
+    import sys
+    env = dict(os.environ, DRIFT_CPP_CACHE=str(cache))
+    return subprocess.run([sys.executable, "-m", "drift_cpp.cli", "--threads", "1", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.mark.parametrize("args", [["score", "--system", "S", "--prompt", "P", "--response", "R", "--model"],
+                                  ["generate", "--prompt", "Hi", "--max-tokens", "1", "--llm"],
+                                  ["approximate", DEMO_PAIRS, "-o", "me.json", "--slm"]])
+def test_a_model_that_is_a_fifo_is_refused_not_waited_on(tmp_path, args):
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    r = _cli([*args, fifo], tmp_path / "cache", cwd=tmp_path)  # opening it would wait for a writer forever
+    assert r.returncode == 1
+    assert r.stderr == f"error: {fifo}: not a regular file (a FIFO or a device); give a GGUF file\n"
+
+
+def test_a_read_only_cache_still_hashes_the_model(tmp_path):
+    # Issue 20: the model-hash memo's failed write broke even --no-cache.
+    from test_faults import without_root_override
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    try:
+        r = _cli(["score", "--system", "S", "--prompt", "P", "--response", "R", "--json"], ro,
+                 preexec_fn=without_root_override)
+        assert r.returncode == 0 and json.loads(r.stdout)["n_tokens"] > 0, r.stderr
+        r = _cli(["approximate", DEMO_PAIRS, "-o", tmp_path / "me.json", "--include", "concise", "--no-cache",
+                  "--max-response-tokens", "8"], ro, preexec_fn=without_root_override)
+        assert r.returncode == 0, r.stderr
+        assert os.listdir(ro) == []
+    finally:
+        ro.chmod(0o755)
