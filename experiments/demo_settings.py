@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from drift_cpp.scorer import Scorer
 
     options = ModelOptions(threads=args.threads)
-    scorer = Scorer(load_model(None, options), cache=ScoreCache())
+    scorer = Scorer(load_model(None, options), cache=ScoreCache(), max_response_tokens=0)  # as it was run
     pairs, attributes = load_pairs(DEMO_PAIRS), builtin_attributes().select(DEMO_ATTRIBUTES)
     sampling = Sampling(temperature=0, max_tokens=MAX_TOKENS)
     t0, rows = time.monotonic(), []

@@ -138,7 +138,7 @@ def build_users(args) -> tuple[dict, object, object, list]:
     users = {}  # name -> (train fold, test fold)
     datasets = set(args.datasets.split(","))
     rows = load_cnndm(args.cnndm_data) if "cnndm" in datasets else []
-    cnn_scorer = Scorer(model, cache=cache)
+    cnn_scorer = Scorer(model, cache=cache, max_response_tokens=0)  # whole summaries, as before
     for worker in sorted({r["worker"] for r in rows}):
         train, test = cnndm_pools(rows, worker, args.articles)
         rewards = cnndm_rewards(train + test, cnn_scorer, attributes, args.article_words)
@@ -228,7 +228,7 @@ def fit_timing(users, model, attributes, rows, words) -> dict:
         choice.choose(train.W, train.L, train.texts, groups=train.groups)
         fits[name] = {"pairs": len(train), "cpu_s": time.process_time() - t}
     t = time.process_time()
-    cnndm_rewards(rows[:1], Scorer(model, cache=None, progress=False), attributes, words)
+    cnndm_rewards(rows[:1], Scorer(model, cache=None, max_response_tokens=0, progress=False), attributes, words)
     return {"choose": fits, "score_one_pair_cpu_s": time.process_time() - t}
 
 

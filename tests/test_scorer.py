@@ -88,7 +88,7 @@ def test_overlong_response_is_an_error_or_truncated_on_request(smollm):
                        r"response \(\d+ tokens\) need \d+ tokens, but the scorer's context holds 256: shorten the "
                        r"prompt by at least \d+ tokens \(drop its oldest messages or text\) or the response, or score "
                        r"responses on their first tokens \(--max-response-tokens\)$"):
-        Scorer(smollm, n_ctx=256, progress=False).score([req])
+        Scorer(smollm, n_ctx=256, max_response_tokens=0, progress=False).score([req])  # whole responses
     truncated = Scorer(smollm, n_ctx=256, max_response_tokens=100, progress=False).score([req])
     assert truncated.n_tokens[0] == 100
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from functools import wraps
 from pathlib import Path
@@ -95,7 +96,8 @@ def _checked(module, check):
     def callback(ctx, param, value):
         from importlib import import_module
         try:
-            getattr(import_module(f".{module}", __package__), check)(value)
+            if value is not None:  # None: the option was left out
+                getattr(import_module(f".{module}", __package__), check)(value)
         except DriftError as e:
             raise click.BadParameter(str(e), param=param) from None
         return value
@@ -109,7 +111,7 @@ def _ids(value):
 
 @click.group(cls=_Main)
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log (or set DRIFT_CPP_LOG=1).")
-@click.option("--threads", type=click.IntRange(0, 1024), default=0, help="CPU threads (0: llama.cpp's default).")
+@click.option("--threads", type=click.IntRange(0, 1024), default=0, help="CPU threads (0: one per CPU core).")
 @click.option("--n-gpu-layers", type=click.IntRange(-1, 100000), default=0,
               help="Layers to offload to the accelerator llama-cpp-python was built with (-1: all).")
 @click.option("--chat-template", default=None,
@@ -137,8 +139,11 @@ def score(ctx, system, prompt, response, model, as_json):
     from .scorer import ScoreRequest
     for name, text in (("--system", system), ("--prompt", prompt), ("--response", response)):
         check_utf8(text, name)
+        if not text.strip():  # each named here: the scorer's own check would name only the request
+            raise DriftError(f"{name} is empty")
     scorer = _scorer(ctx, model, cache=None, max_response_tokens=0)  # the whole response, as asked
-    tokens, per_token = scorer.token_logprobs(ScoreRequest(system, (("user", prompt),), response, label="--response"))
+    request = ScoreRequest(system, (("user", prompt),), response, label="--prompt, --response")
+    tokens, per_token = scorer.token_logprobs(request)
     result = {"logprob": float(per_token.sum()), "n_tokens": len(tokens), "template": scorer.model.template.name}
     if as_json:
         click.echo(json.dumps(result))
@@ -160,7 +165,7 @@ def _fit_options(f):
     """The options of a fit, shared by approximate and approximate-many."""
     for option in reversed([
         click.option("--slm", default=None, help="Small model for the rewards (default: the embedded model)."),
-        click.option("--top", default=7, show_default=True, help="Attributes used for decoding."),
+        click.option("--top", default=params.DEFAULT_TOP, show_default=True, help="Attributes used for decoding."),
         click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes (TOML or JSON)."),
         click.option("--include", help="Only these attribute ids (comma-separated)."),
         click.option("--exclude", help="Leave out these attribute ids."),
@@ -227,7 +232,8 @@ def approximate(ctx, prefs, output, slm, top, attributes_file, include, exclude,
 @main.command("approximate-many")
 @click.argument("pairs_dir", type=click.Path())
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(),
-              help="Directory of profiles: USER.json for each pairs file USER.jsonl (.csv, .json).")
+              help="Directory of profiles: USER.json for each pairs file USER.jsonl (.csv, .json, .parquet); "
+                   "not the pairs directory.")
 @click.option("--workers", type=click.IntRange(1, 4096), default=None,
               help="Processes (or Ray actors), each with its own sLM at the global --threads "
                    "[default: the CPU cores, or the Ray cluster's CPUs].")
@@ -247,16 +253,24 @@ def approximate_many(ctx, pairs_dir, out_dir, workers, ray_address, slm, top, at
     total = []
 
     def done(name, result):
+        if result.error is not None:  # as it comes: the other users go on
+            click.echo(f"error: {name}: {result.error}", err=True)
+            return
         total.append(result)
         if not as_json:
             click.echo(f"{name}: {result.data.n_pairs} pairs, {Cost(**result.data.cost).line()}")
 
-    fitted, skipped = run(pairs_dir, out_dir, job, _cache(no_cache), workers, ray_address, done)
+    fitted, skipped, failed = run(pairs_dir, out_dir, job, _cache(no_cache), workers, ray_address, done)
     cost = sum((Cost(**r.data.cost) for r in total), Cost())
     if as_json:
-        click.echo(json.dumps({"fitted": sorted(fitted), "skipped": skipped, "cost": cost.to_dict()}, indent=2))
+        click.echo(json.dumps({"fitted": sorted(fitted), "skipped": skipped, "failed": failed,
+                               "cost": cost.to_dict()}, indent=2))
     else:
-        click.echo(f"{len(fitted)} profiles written to {out_dir}, {len(skipped)} up to date; in all {cost.line()}")
+        click.echo(f"{len(fitted)} profiles written to {out_dir}, {len(skipped)} up to date"
+                   + (f", {len(failed)} failed ({', '.join(sorted(failed))})" if failed else "")
+                   + f"; in all {cost.line()}")
+    if failed:
+        sys.exit(1)
 
 
 def _report(profile, path, line: str, as_json: bool) -> None:
@@ -446,15 +460,22 @@ def _drift_options(f):
                      help="Profile JSON; repeat to blend profiles, with weights (-1 negates). None: plain decoding."),
         click.option("--llm", default=None, help="Large model (default: the embedded model)."),
         click.option("--slm", default=None, help="Small model of the profile (default: the embedded model)."),
-        click.option("--beta", type=float, default=params.DEFAULT_BETA, show_default=True,
-                     help="Personalization strength 1/beta.", callback=_checked("params", "check_beta")),
+        click.option("--beta", type=float, default=None, callback=_checked("params", "check_beta"),
+                     help=f"Personalization strength 1/beta [default: {params.DEFAULT_BETA}]."),
         click.option("--top-attributes", type=int, default=None, help="Attributes used (default: the profile's)."),
         click.option("--exclude", default="", help="Attribute ids never used for decoding."),
         click.option("--system", default=None, help="The LLM's system prompt (default: the base prompt)."),
         click.option("--negative-system", default=None,
                      help="Classifier-free guidance: the system prompt to steer away from (with --cfg-scale)."),
-        click.option("--cfg-scale", type=float, default=1.0, show_default=True,
-                     help="h = h_neg + G (h_pos - h_neg); 1 is plain decoding."),
+        click.option("--cfg-scale", type=float, default=None,
+                     help=f"With --negative-system: h = h_neg + G (h_pos - h_neg), |G| <= {params.MAX_SCALE:g} "
+                          "[default: 1, plain decoding]."),
+        click.option("--plausibility", type=float, default=None,
+                     help="The guard: only tokens with p_LLM >= this times the LLM's top probability are chosen "
+                          f"(0: off) [default: {params.DEFAULT_PLAUSIBILITY} where a profile steers; a --formula's own]."),
+        click.option("--max-kl", type=float, default=None,
+                     help="Trust region: the steering is scaled down where KL(steered || LLM) would pass this many "
+                          f"nats per token (0: off) [default: {params.DEFAULT_MAX_KL:g}; a --formula's own]."),
         click.option("--formula", "formula_path", type=click.Path(), help="Decode with a saved formula (JSON)."),
         click.option("--save-formula", type=click.Path(), help="Write the formula in use as JSON."),
     ]):
@@ -468,12 +489,14 @@ class DriftConfig:
     profiles: tuple = ()
     llm: Optional[str] = None
     slm: Optional[str] = None
-    beta: float = params.DEFAULT_BETA
+    beta: Optional[float] = None        # None: the default
     top_attributes: Optional[int] = None
     exclude: str = ""
     system: Optional[str] = None
     negative_system: Optional[str] = None
-    cfg_scale: float = 1.0
+    cfg_scale: Optional[float] = None
+    plausibility: Optional[float] = None  # None: the formula's own
+    max_kl: Optional[float] = None
     formula_path: Optional[str] = None
     save_formula: Optional[str] = None
     n_ctx: int = params.EngineOptions.n_ctx
@@ -485,13 +508,16 @@ class DriftConfig:
         return cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)})
 
     def blend(self) -> list:
+        """(path, weight) of each --profile PATH[:WEIGHT], the weight checked."""
         out = []
         for spec in self.profiles:
             path, _, weight = spec.rpartition(":")
             try:
-                out.append((path, float(weight)) if path else (spec, 1.0))
+                path, weight = (path, float(weight)) if path else (spec, 1.0)
             except ValueError:  # a ':' inside the path itself
-                out.append((spec, 1.0))
+                path, weight = spec, 1.0
+            params.check_scale(weight, f"--profile {spec}: the weight")
+            out.append((path, weight))
         return out
 
 
@@ -506,18 +532,33 @@ def _formula(cfg: DriftConfig):
             if not text.strip():  # a saved formula refuses an empty prompt too
                 raise DriftError(f"{name} is empty")
     params.check_top_attributes(cfg.top_attributes)
-    params.check_finite(cfg.cfg_scale, "--cfg-scale")
+    if cfg.cfg_scale is not None:
+        params.check_scale(cfg.cfg_scale, "--cfg-scale")
+        if cfg.negative_system is None:
+            raise DriftError("--cfg-scale needs --negative-system, the prompt it steers away from")
+    params.check_guard(0.0 if cfg.plausibility is None else cfg.plausibility,
+                       0.0 if cfg.max_kl is None else cfg.max_kl, ("--plausibility", "--max-kl"))
     params.EngineOptions(cfg.n_ctx, cfg.n_batch).check()
+    blend = cfg.blend()
     if cfg.save_formula:
-        check_output(cfg.save_formula, inputs=[cfg.formula_path, *(path for path, _ in cfg.blend())])
+        check_output(cfg.save_formula, inputs=[cfg.formula_path, *(path for path, _ in blend)])
     if cfg.formula_path:
-        if cfg.profiles or cfg.negative_system is not None:
-            raise DriftError("--formula is a whole formula: it cannot be combined with --profile or --negative-system")
-        return Formula.load(cfg.formula_path)
-    blend = [(Profile.load(path), weight) for path, weight in cfg.blend()]
-    formula = Formula.drift(cfg.system, blend, cfg.beta, cfg.top_attributes, _ids(cfg.exclude) or [])
-    if cfg.negative_system is not None:
-        formula = formula.with_cfg(cfg.negative_system, cfg.cfg_scale)
+        given = [name for name, value in (("--profile", cfg.profiles), ("--negative-system", cfg.negative_system),
+                                          ("--beta", cfg.beta), ("--top-attributes", cfg.top_attributes),
+                                          ("--exclude", cfg.exclude), ("--system", cfg.system)) if value]
+        if given:  # each would be silently ignored
+            raise DriftError(f"--formula is a whole formula: it cannot be combined with {', '.join(given)}")
+        formula = Formula.load(cfg.formula_path)
+    else:
+        profiles = [(Profile.load(path), weight) for path, weight in blend]
+        formula = Formula.drift(cfg.system, profiles, params.DEFAULT_BETA if cfg.beta is None else cfg.beta,
+                                cfg.top_attributes, _ids(cfg.exclude) or [])
+        if cfg.negative_system is not None:
+            formula = formula.with_cfg(cfg.negative_system, 1.0 if cfg.cfg_scale is None else cfg.cfg_scale)
+    if cfg.plausibility is not None or cfg.max_kl is not None:
+        formula = formula.with_guard(formula.plausibility if cfg.plausibility is None else cfg.plausibility,
+                                     formula.max_kl if cfg.max_kl is None else cfg.max_kl)
+    formula.check()  # every steering number, before any model loads
     return formula
 
 
@@ -634,7 +675,7 @@ class _Learner:
     def ab(self, drift, line: str, sampling, read_pick):
         """Two answers to `line`, side by side; the pick becomes a pair and the conversation goes on with it."""
         from .preferences import pair_from
-        self.need()
+        self.ready()  # a fault found after the two answers would lose the pick
         history = drift.history + [{"role": "user", "content": line}]
         if drift.active_weights:  # a profile steers: it against plain decoding
             answers = [g.text for g in drift.generate_all(history, sampling)]
@@ -654,10 +695,15 @@ class _Learner:
         chosen, rejected = answers[pick - 1], answers[2 - pick]
         return self._learn(drift, pair_from({"prompt": history, "chosen": chosen, "rejected": rejected}, "pick"))
 
-    def _learn(self, drift, pair):
+    def ready(self) -> None:
+        """The profile, its pairs file and its folder can take a pick, and the scorer is loaded."""
         from . import learning
+        learning.check(self.need())
         if self._scorer is None:
             self._scorer = _scorer(self.ctx, self.cfg.slm, _cache(False))
+
+    def _learn(self, drift, pair):
+        from . import learning
         update = learning.add(self.target, [pair], self._scorer, self.attributes)
         return self._report(drift, update, "learned")
 
@@ -735,7 +781,11 @@ def chat(ctx, learn, learn_include, **options):
                     drift.reset()
                     click.echo("(conversation cleared)")
                 elif command == "/beta":
-                    drift.beta = float(arg)
+                    try:
+                        beta = float(arg)
+                    except ValueError:
+                        raise DriftError(f"/beta: expected a number, e.g. /beta 0.5, got {arg.strip()!r}") from None
+                    drift.beta = beta
                     cfg = dataclasses.replace(cfg, beta=drift.beta)
                     click.echo(f"(beta = {drift.beta})")
                 elif command == "/profile":
@@ -777,13 +827,23 @@ def chat(ctx, learn, learn_include, **options):
             click.echo(f"error: {e}", err=True)
 
 
+def _api_key(ctx, param, value):
+    """An empty key, given or in the environment (where click reads it as unset), would serve without one."""
+    if value == "" or (value is None and os.environ.get(param.envvar) == ""):
+        raise click.BadParameter(f"empty (here or in {param.envvar}): give a key, or unset both to serve without one",
+                                 param=param)
+    return value
+
+
 @main.command()
 @click.option("--profiles", "profiles_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Directory of the users' profiles: DIR/<user>.json, with their pairs in DIR/<user>.pairs.jsonl.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (localhost: this machine only).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--api-key", default=None, envvar="DRIFT_CPP_API_KEY",
+@click.option("--api-key", default=None, envvar="DRIFT_CPP_API_KEY", callback=_api_key,
               help="Require 'Authorization: Bearer KEY' (or set DRIFT_CPP_API_KEY).")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=4 * 2**20, show_default=True,
+              help="Refuse request bodies over this size (HTTP 413) before reading them.")
 @click.option("--llm", default=None, help="Large model (default: the embedded model).")
 @click.option("--slm", default=None, help="Small model of the profiles (default: the embedded model).")
 @click.option("--beta", type=float, default=params.DEFAULT_BETA, show_default=True,
@@ -799,7 +859,8 @@ def chat(ctx, learn, learn_include, **options):
 @_options_from(params.EngineOptions)
 @click.pass_context
 @_errors
-def serve(ctx, profiles_dir, host, port, api_key, slots, attributes_file, include, no_cache, **options):
+def serve(ctx, profiles_dir, host, port, api_key, max_body_bytes, slots, attributes_file, include, no_cache,
+          **options):
     """An OpenAI-compatible server (/v1/chat/completions, /v1/models) that personalizes by the request's 'user'."""
     try:
         from . import server
@@ -813,7 +874,7 @@ def serve(ctx, profiles_dir, host, port, api_key, slots, attributes_file, includ
                       _options(ctx).n_threads, slots)
     app = server.Server(Path(profiles_dir), batcher, lambda: _scorer(ctx, cfg.slm, _cache(no_cache)), attrs,
                         cfg.system, cfg.beta, cfg.top_attributes, api_key)
-    server.serve(app, host, port)
+    server.serve(app, host, port, max_body_bytes)
 
 
 @main.command()

@@ -32,6 +32,8 @@ MIN_PROFILE_PAIRS = 5
 DEFAULT_PLAUSIBILITY = 0.1
 # The trust region: steering scaled so that KL(fused || LLM) <= this many nats per step; 0: off.
 DEFAULT_MAX_KL = 0.0
+# Attributes that steer decoding (the paper's m = 7).
+DEFAULT_TOP = 7
 # Response tokens a fit (approximate, evaluate) scores by default; 0 scores whole responses.
 # Chosen on DSP by accuracy against cost: docs/screening.md, "Truncation".
 DEFAULT_MAX_RESPONSE_TOKENS = 64

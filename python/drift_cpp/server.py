@@ -34,9 +34,11 @@ from starlette.exceptions import HTTPException
 from . import learning
 from .attributes import AttributeSet
 from .batching import Batcher, Job
+from .binding import Binding
 from .decoding import check_history
 from .errors import DriftError
-from .formula import Formula
+from .formula import LLM, SLM, Formula
+from .models import cache_dir
 from .params import Sampling, check_beta
 from .preferences import pair_from
 from .profile import Profile
@@ -65,17 +67,23 @@ class ChatRequest(BaseModel):
     max_completion_tokens: Optional[StrictInt] = None
     temperature: Optional[Number] = None
     top_p: Optional[Number] = None
+    frequency_penalty: Optional[Number] = None
+    presence_penalty: Optional[Number] = None
     seed: Optional[StrictInt] = None
     stop: Union[StrictStr, list[StrictStr], None] = None
     stream: StrictBool = False
     n: Literal[1] = 1
     user: Optional[StrictStr] = None
-    beta: Optional[Number] = None  # drift-cpp's own, in the client's extra body
+    # drift-cpp's own, in the client's extra body: the strength and the guard of the user's steering
+    beta: Optional[Number] = None
+    plausibility: Optional[Number] = None
+    max_kl: Optional[Number] = None
 
     def sampling(self) -> Sampling:
         """Sampling's defaults for what the request leaves out; Sampling.check judges the values."""
         given = {"max_tokens": self.max_completion_tokens if self.max_completion_tokens is not None
                  else self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
+                 "frequency_penalty": self.frequency_penalty, "presence_penalty": self.presence_penalty,
                  "stop": (self.stop,) if isinstance(self.stop, str) else None if self.stop is None else tuple(self.stop)}
         sampling = replace(Sampling(), **{k: v for k, v in given.items() if v is not None})
         sampling.check()
@@ -151,7 +159,14 @@ class Server:
         profile = None if request.user is None else self.profile(request.user)
         if not learning.steers(profile):
             return Formula.plain(self.system, beta)
-        return Formula.drift(self.system, [(profile, 1.0)], beta, self.top_attributes)
+        formula = Formula.drift(self.system, [(profile, 1.0)], beta, self.top_attributes)
+        if request.plausibility is None and request.max_kl is None:
+            return formula
+        try:
+            return formula.with_guard(formula.plausibility if request.plausibility is None else request.plausibility,
+                                      formula.max_kl if request.max_kl is None else request.max_kl)
+        except DriftError as e:
+            raise ApiError(400, str(e), "plausibility" if "plausibility" in str(e) else "max_kl") from None
 
     async def generate(self, formula: Formula, messages: list[dict], sampling: Sampling,
                        on_piece: Optional[Callable[[str], None]] = None) -> Job:
@@ -178,14 +193,14 @@ class Server:
             self.profile_path(item.user, f"{at}.user")
             record = item.model_dump(exclude={"user"}, exclude_none=True)
             by_user.setdefault(item.user, []).append(pair_from(record, at))
-        out = []
-        for user, pairs in by_user.items():
-            update = learning.add(self.profile_path(user), pairs, self._scorer, self.attributes)
-            out.append({"user": user, "added": update.changed, "n_pairs": update.profile.n_pairs,
-                        "steering": learning.steers(update.profile),
-                        "top_attributes": [{"id": a, "weight": w} for a, w in update.after],
-                        "before": [{"id": a, "weight": w} for a, w in update.before]})
-        return out
+        # Every user's pairs are scored before any file is written: a list is applied whole or not at all.
+        updates = learning.add_many([(self.profile_path(user), pairs) for user, pairs in by_user.items()],
+                                    self._scorer, self.attributes)
+        return [{"user": user, "added": update.changed, "n_pairs": update.profile.n_pairs,
+                 "steering": learning.steers(update.profile),
+                 "top_attributes": [{"id": a, "weight": w} for a, w in update.after],
+                 "before": [{"id": a, "weight": w} for a, w in update.before]}
+                for user, update in zip(by_user, updates)]
 
 
 def _call(loop: asyncio.AbstractEventLoop, f: Callable, *args) -> None:
@@ -213,12 +228,13 @@ def _now() -> int:
 
 
 class Gate:
-    """Checks the API key, and announces a chat request to the batcher from its headers on, so that
-    requests sent together are batched together. Plain ASGI: Starlette's BaseHTTPMiddleware would
-    hide a client's disconnect from the endpoint, which must stop the generation then."""
+    """Checks the API key and the body's size, and announces a chat request to the batcher from its
+    headers on, so that requests sent together are batched together. Plain ASGI: Starlette's
+    BaseHTTPMiddleware would hide a client's disconnect from the endpoint, which must stop the
+    generation then."""
 
-    def __init__(self, app, server: Server):
-        self.app, self.server = app, server
+    def __init__(self, app, server: Server, max_body: int):
+        self.app, self.server, self.max_body = app, server, max_body
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -226,43 +242,75 @@ class Gate:
         request = Request(scope)
         key = self.server.api_key
         if key is not None:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), key.encode()):
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            # The scheme is case-insensitive (RFC 7235), the key is not.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
                 return await ApiError(401, "invalid API key", code="invalid_api_key").response()(scope, receive, send)
+        too_large = f"the request body is over this server's limit of {self.max_body} bytes (--max-body-bytes)"
+        if int(request.headers.get("content-length", 0)) > self.max_body:  # refused before a byte of it is read
+            return await ApiError(413, too_large, code="request_too_large").response()(scope, receive, send)
+        received = 0
+
+        async def counted():  # a chunked body has no length to check: counted as it arrives
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body:  # FastAPI answers an HTTPException raised while it reads the body
+                raise HTTPException(413, too_large)
+            return message
+
         if scope["path"] != "/v1/chat/completions":
-            return await self.app(scope, receive, send)
+            return await self.app(scope, counted, send)
         request.state.announced = True  # in the scope: the endpoint's request sees it
         self.server.batcher.announce(1)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, counted, send)
         finally:
             _arrived(self.server, request)
 
 
-def create_app(server: Server) -> FastAPI:
-    app = FastAPI(title="drift-cpp", docs_url=None, redoc_url=None, openapi_url=None)
+def _without_paths(server: Server) -> Callable[[str], str]:
+    """A message with the server's files named relative to their folders (the profiles, the cache,
+    the models'), as in 'alice.json: ...': where the server keeps them is not the client's business."""
+    folders = {server.profiles, cache_dir(), *(m.path.parent for m in server.batcher.models)}
+    prefixes = sorted({f"{p}/" for d in folders for p in (d, d.resolve())}, key=len, reverse=True)
 
-    app.add_middleware(Gate, server=server)
+    def public(message: str) -> str:
+        for prefix in prefixes:
+            message = message.replace(prefix, "")
+        return " ".join(message.split())
+    return public
+
+
+def create_app(server: Server, max_body: int) -> FastAPI:
+    app = FastAPI(title="drift-cpp", docs_url=None, redoc_url=None, openapi_url=None)
+    public = _without_paths(server)
+
+    app.add_middleware(Gate, server=server, max_body=max_body)
 
     @app.exception_handler(ApiError)
     async def api_error(_request, e: ApiError):
+        e.message = public(e.message)
         return e.response()
 
     @app.exception_handler(DriftError)
     async def drift_error(_request, e: DriftError):
-        return ApiError(400, " ".join(str(e).split())).response()
+        return ApiError(400, public(str(e))).response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request, e: RequestValidationError):
-        first = e.errors()[0]
+        # A union (one pick or a list of them) fails in each of its types: the deepest error is the one
+        # of the type the body has; the types' names (PreferenceItem, list[...]) are no field of it.
+        first = max(e.errors(), key=lambda error: len(error["loc"]))
         if first["type"] == "json_invalid":
             return ApiError(400, f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}").response()
-        where = ".".join(str(x) for x in first["loc"] if x != "body")
+        where = ".".join(str(x) for x in first["loc"][1:] if not (isinstance(x, str) and (x[:1].isupper() or "[" in x)))
         return ApiError(400, f"{where or 'body'}: {first['msg']}", where or None).response()
 
     @app.exception_handler(HTTPException)
     async def http_error(_request, e: HTTPException):
-        return ApiError(e.status_code, str(e.detail), code="not_found" if e.status_code == 404 else None).response()
+        code = {404: "not_found", 413: "request_too_large"}.get(e.status_code)
+        return ApiError(e.status_code, str(e.detail), code=code).response()
 
     @app.exception_handler(Exception)
     async def internal(_request, e: Exception):
@@ -301,7 +349,7 @@ def create_app(server: Server) -> FastAPI:
             sampling = request.sampling()
         except DriftError as e:
             raise ApiError(400, str(e)) from None
-        formula = server.formula(request)
+        formula = await asyncio.to_thread(server.formula, request)  # may read and check a large profile file
         messages = [m.model_dump() for m in request.messages]
         check_history(messages)
         server.batcher.lane(formula)  # its models checked, its engine made: errors before the stream starts
@@ -317,9 +365,23 @@ def create_app(server: Server) -> FastAPI:
                                  "finish_reason": result.finish_reason}],
                     "usage": {"prompt_tokens": job.prompt_tokens, "completion_tokens": n,
                               "total_tokens": job.prompt_tokens + n}}
-        return StreamingResponse(_stream(server, head, formula, messages, sampling), media_type="text/event-stream")
+        await asyncio.to_thread(_check_context, server, formula, messages)
+        return StreamingResponse(_stream(server, head, formula, messages, sampling, public),
+                                 media_type="text/event-stream")
 
     return app
+
+
+def _check_context(server: Server, formula: Formula, messages: list[dict]) -> None:
+    """A prompt over the context is refused before a stream starts (its lane would find it only
+    after the 200 was sent). Tokenizes as the lane will: call it off the event loop."""
+    batcher = server.batcher
+    n_ctx = batcher._args[2].n_ctx  # the EngineOptions its lanes' engines are made with
+    for sequence in Binding(formula, {LLM: batcher.llm, SLM: batcher.slm}, batcher.models).sequences:
+        n = len(sequence.prompt(messages))
+        if n >= n_ctx:
+            raise ApiError(400, f"the prompt has {n} tokens but the context holds {n_ctx}: shorten the messages, "
+                                "or serve with a larger --n-ctx", "messages", "context_length_exceeded")
 
 
 async def _unless_left(http: Request, work: Awaitable):
@@ -341,7 +403,8 @@ def _chunk(head: dict, delta: dict, finish_reason: Optional[str] = None) -> str:
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def _stream(server: Server, head: dict, formula: Formula, messages: list[dict], sampling: Sampling):
+async def _stream(server: Server, head: dict, formula: Formula, messages: list[dict], sampling: Sampling,
+                  public: Callable[[str], str]):
     """Server-sent events as OpenAI streams them. However the stream ends (a client that leaves
     closes this generator), the job is cancelled, and the engine stops it before its next token."""
     loop = asyncio.get_running_loop()
@@ -356,7 +419,7 @@ async def _stream(server: Server, head: dict, formula: Formula, messages: list[d
         try:
             job = generation.result()
         except Exception as e:  # noqa: BLE001  (the stream has begun: an error event, as OpenAI sends)
-            message = " ".join(str(e).split()) if isinstance(e, DriftError) else \
+            message = public(str(e)) if isinstance(e, DriftError) else \
                 f"internal error ({type(e).__name__}); please report it"
             yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
         else:
@@ -366,8 +429,8 @@ async def _stream(server: Server, head: dict, formula: Formula, messages: list[d
         generation.cancel()  # which cancels the job
 
 
-def serve(server: Server, host: str, port: int) -> None:
+def serve(server: Server, host: str, port: int, max_body: int) -> None:
     import uvicorn
-    app = create_app(server)
+    app = create_app(server, max_body)
     log.warning("drift-cpp serving %s on http://%s:%d/v1", server.model_id, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning")
