@@ -97,8 +97,9 @@ def check_models(formula: Formula, roles: dict[str, Model]) -> None:
     """A profile's rewards, so a formula's weights, hold only for the models it was made for."""
     for role, identity in formula.models:
         if not roles[role].same_as(identity):
-            raise DriftError(f"the profile or formula was made for {role} {identity.get('name')} and cannot be "
-                             f"used with {roles[role].identity['name']}: its weights hold only for that model")
+            was, now = roles[role].names(identity)  # same-named files are told apart
+            raise DriftError(f"the profile or formula was made for {role} {was} and cannot be used with {now}: "
+                             "its weights hold only for that model")
 
 
 def check_history(history: list[dict]) -> None:
