@@ -18,7 +18,10 @@ steered answer still answers:
   fluency  nll_per_token: the answer's negative log-likelihood per token under the plain LLM,
            with the base system prompt (the unsteered model's own view of the text).
   model    model_judge: a model asked which of two answers is more correct and helpful, in both
-           orders, by comparing the log-probabilities of the replies "1" and "2".
+           orders, by comparing the log-probabilities of the replies "1" and "2". A win needs both
+           orders to agree; the position bias is how often it picks the answer shown first; the
+           debiased win rate counts a win where the log-odds for an answer, averaged over the two
+           orders, favour it (a constant pull toward a position cancels).
 
 Words here are lower-case runs of letters and digits ("H2O" is one word, "100°C" two).
 """
@@ -211,6 +214,11 @@ class Verdict:
         a_first, b_first = self.first_picked
         return (float(a_first) + float(not b_first)) / 2
 
+    @property
+    def debiased(self) -> float:
+        """The log-odds for a averaged over the two orders, which cancels a constant pull to either position."""
+        return (self.margin_ab - self.margin_ba) / 2
+
 
 class ModelJudge:
     """Which of two answers a model finds more correct and helpful, by the log-probabilities of "1" and "2"."""
@@ -240,7 +248,10 @@ def judge_summary(verdicts: Sequence[Verdict]) -> dict:
     firsts = [f for v in verdicts for f in v.first_picked]
     return {"n": len(verdicts), "win_rate": sum(v.outcome for v in verdicts) / len(verdicts),
             "first_position_rate": sum(firsts) / len(firsts),
-            "consistent": sum(v.outcome != 0.5 for v in verdicts) / len(verdicts)}
+            "consistent": sum(v.outcome != 0.5 for v in verdicts) / len(verdicts),
+            "debiased_win_rate": sum(1.0 if v.debiased > 0 else 0.0 if v.debiased < 0 else 0.5
+                                     for v in verdicts) / len(verdicts),
+            "margins": [[v.margin_ab, v.margin_ba] for v in verdicts]}
 
 
 # --------------------------------------------------------------------------- summaries

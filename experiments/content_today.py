@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-model", action="store_true", help="loops, echoes and facts only: no NLL, no model judge")
     args = ap.parse_args(argv)
     command, rev = command_line(__file__, argv), git_rev()
 
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     from drift_cpp.score_cache import ScoreCache
 
     model = load_model(None, ModelOptions(threads=args.threads))
-    fluency, judge = cj.Fluency(model), cj.ModelJudge(model, cache=ScoreCache())
+    fluency, judge = (None, None) if args.no_model else (cj.Fluency(model), cj.ModelJudge(model, cache=ScoreCache()))
     rows = []
     for name in RUNS:
         r = json.loads((REPO / "docs" / "results" / name / "results.json").read_text("utf-8"))
@@ -51,9 +52,11 @@ def main(argv=None) -> int:
                 continue
             texts = [a["text"] for a in answers]
             s = cj.content_summary(prompts, texts, plain, fluency if smol else None)
+            s["texts_flagged"] = [[q, t[:200], cj.loop_reason(t), cj.echo_reason(t, q)] for q, t in zip(prompts, texts)
+                                  if cj.degenerate(t, q)]
             s.pop("nll_per_answer", None)
             row = {"run": name, "config": key, **s}
-            if smol and name in JUDGED and not key.endswith("icl"):
+            if judge and smol and name in JUDGED and not key.endswith("icl"):
                 row["model_judge"] = cj.judge_summary([judge.compare(q, t, p) for q, t, p in zip(prompts, texts, plain)])
             rows.append(row)
             log(f"{name} {key}: loops {s['loops_steered']} ({s['loops_plain']}), echoes {s['echoes_steered']} "
@@ -65,8 +68,9 @@ def main(argv=None) -> int:
         q, t = x["prompt"], x["text"]
         demo_rows.append({"config": x["config"], "prompt": q, "facts": cj.fact_recall(t, q),
                           "facts_plain": cj.fact_recall(plain_demo[q], q), "loop": cj.loop_reason(t),
-                          "echo": cj.echo_reason(t, q), "nll": fluency.nll_per_token(q, t),
-                          "nll_plain": fluency.nll_per_token(q, plain_demo[q]), "text": t[:120]})
+                          "echo": cj.echo_reason(t, q), "nll": fluency.nll_per_token(q, t) if fluency else None,
+                          "nll_plain": fluency.nll_per_token(q, plain_demo[q]) if fluency else None,
+                          "text": t[:120]})
     results = {"command": command, "git_rev": rev, "model": model.identity, "runs": rows, "demo_settings": demo_rows}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "today.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")

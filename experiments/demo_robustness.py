@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-zero", action="store_true", help="leave out alpha = 0 (another run has it)")
+    ap.add_argument("--dry", type=float, default=0.0, help="DRY multiplier of the sampler (0: off, the demo's)")
     ap.add_argument("--alphas", default="default",
                     help="comma-separated guard alphas beside 0; 'default' is drift_cpp.params.DEFAULT_PLAUSIBILITY")
     args = ap.parse_args(argv)
@@ -82,16 +84,16 @@ def main(argv=None) -> int:
     from drift_cpp.score_cache import ScoreCache
     from drift_cpp.scorer import Scorer
 
-    alphas = [0.0] + [getattr(params, "DEFAULT_PLAUSIBILITY", 0.0) if a == "default" else float(a)
+    alphas = ([] if args.skip_zero else [0.0]) + [getattr(params, "DEFAULT_PLAUSIBILITY", 0.0) if a == "default" else float(a)
                       for a in args.alphas.split(",") if a]
     alphas = list(dict.fromkeys(alphas))
     options = ModelOptions(threads=args.threads)
     scorer = Scorer(load_model(None, options), cache=ScoreCache(), max_response_tokens=0)
     profile = Profile.fit(load_pairs(DEMO_PAIRS), scorer, builtin_attributes().select(DEMO_ATTRIBUTES),
                           FitOptions(top=TOP, family="attributes"), screen=None)
-    sampling = Sampling(temperature=0, max_tokens=MAX_TOKENS)
+    sampling = Sampling(temperature=0, max_tokens=MAX_TOKENS, **({"dry_multiplier": args.dry} if args.dry else {}))
     t0 = time.monotonic()
-    plain = Drift(options=options)
+    plain = Drift(options=options)  # with the same sampler
     plain_texts = {q: plain.generate(q, sampling).text for q in DEMO_PROMPTS}
     rows = []
     for name, prof, top in perturbations(profile):
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
                           "loops": sum(bool(r["loop"]) for r in rows if r["alpha"] == a),
                           "echoes": sum(bool(r["echo"]) for r in rows if r["alpha"] == a),
                           "no_fact": sum(r["facts"] == 0 for r in rows if r["alpha"] == a)} for a in alphas}
-    results = {"command": command, "git_rev": rev, "seconds": time.monotonic() - t0,
+    results = {"command": command, "git_rev": rev, "seconds": time.monotonic() - t0, "dry_multiplier": args.dry,
                "profile": [[a.id, w] for a, w in profile.decoding_weights(TOP + 1)], "plain": plain_texts,
                "summary": summary, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +137,8 @@ def markdown(results: dict) -> str:
     out = ["# The demo's personalized answers under small perturbations of its profile", "",
            f"- command: `{results['command']}`", f"- git rev: `{results['git_rev']}`",
            f"- the demo's data and settings (12 pairs, 14 attributes, top {TOP}, β = {BETA}, greedy, {MAX_TOKENS} "
-           f"tokens); {results['seconds']:.0f} s",
+           f"tokens), DRY multiplier {results.get('dry_multiplier', 0.0):g} (plain and steered alike); "
+           f"{results['seconds']:.0f} s",
            "- the fitted profile's top 4 by |p|: " + ", ".join(f"{a} {w:+.3f}" for a, w in results["profile"]),
            "- an answer holds when it keeps at least one required fact group (fact_prompts.py) and does not loop, "
            "echo or come out empty (content_judges.py)", "",

@@ -12,10 +12,11 @@ Protocol (every setting fixed here, before the run):
     answers each at 320 tokens, every two a pair, labelled by each persona's judge; the demo's 14
     attributes scored on each answer's first 64 tokens; the joint model, qp, sum, top 7). The
     training answers are read from that run's generations log when it is copied into --out.
-  * Study prompts (training only): the first 6 of generation_judges' TRAIN_PROMPTS and the first
-    6 of fact_prompts' FACT_TRAIN. Held-out: the first 10 of generation_judges' HELD_OUT_PROMPTS and
-    the 20 FACT_HELD_OUT prompts (the demo's two questions among them), run once at the end. (Sized
-    to one thread of a shared 2-core machine for about two hours.)
+  * Study prompts (training only): the first 4 of generation_judges' TRAIN_PROMPTS and the first
+    6 of fact_prompts' FACT_TRAIN. Held-out: the 20 FACT_HELD_OUT prompts (the demo's two questions
+    among them), run once at the end; every form judge reads them too. (Sized to one thread of a
+    shared, loaded 2-core machine for about two hours; generation_judges' own held-out prompts have
+    today's form numbers in docs/results/generation_terms_long.)
   * Decoding: temperature 1, top-p 0.9 (generation_judges' sampler), at most 48 tokens, one seed per
     prompt shared by plain and steered decoding (study: 7000 + index, held-out: 5000 + index for
     generation_judges' prompts and 5100 + index for the factual ones). Plain answers use the same
@@ -35,14 +36,15 @@ Protocol (every setting fixed here, before the run):
     prompt's outcome in one persona) go to the smaller α, then no DRY, then β = 0.5. If none is
     admissible: the fewest degenerate answers, then the highest fact ratio.
   * Held-out: plain, the chosen setting (the profile and the negated profile) and today's setting
-    (α = 0, no DRY, β = 0.5; the profile); content judges, and a model judge (the largest model at
-    hand) asked in both orders which answer is more correct and helpful.
+    (α = 0, no DRY, β = 0.5; the profile); content judges, and on the 20 factual prompts a model judge
+    (--judge-model; the largest model at hand) asked in both orders which answer is more correct and
+    helpful.
 
 Outputs under --out: results.json, results.md (the exact command and git rev), generations.jsonl
 (every generation, keyed by what determines it: a rerun resumes).
 
     cp docs/results/generation_terms_long/generations.jsonl docs/results/steering_guard/   # the training answers
-    python experiments/steering_guard.py --threads 1 --out docs/results/steering_guard --stage2 --held-out
+    python experiments/steering_guard.py --threads 1 --out docs/results/steering_guard --stage2 --held-out --judge-model gemma
 """
 
 from __future__ import annotations
@@ -65,11 +67,11 @@ from fact_prompts import FACT_HELD_OUT, FACT_PROMPTS, FACT_TRAIN
 from run_info import command_line, git_rev, log, run
 
 SETUP = gj.SIZES["terms_long"]
-# Sized to what one thread on a shared 2-core machine decodes in the ~2 h this study had (Drift at top 7
-# ~5-6 tokens/s there): 12 study prompts, 30 held-out ones, answers cut at 48 tokens.
+# Sized to what one thread on a shared, loaded 2-core machine decodes in the ~2 h this study had (Drift at
+# top 7: ~3-5 tokens/s there): 10 study prompts, the 20 factual held-out prompts, answers cut at 48 tokens.
 MAX_TOKENS = 48
-STUDY_PROMPTS = gj.TRAIN_PROMPTS[:6] + FACT_TRAIN[:6]
-HELD_OUT = gj.HELD_OUT_PROMPTS[:10] + FACT_HELD_OUT
+STUDY_PROMPTS = gj.TRAIN_PROMPTS[:4] + FACT_TRAIN[:6]
+HELD_OUT = FACT_HELD_OUT
 STUDY_SEED, HELD_SEED, FACT_SEED_OFFSET = 7000, 5000, 100
 
 ALPHAS = (0.0, 0.01, 0.03, 0.1, 0.3)
@@ -151,6 +153,12 @@ def pooled(per_persona: dict) -> dict:
     return out
 
 
+def model_judge(judge, steered: list, plain: list) -> dict:
+    """The model judge on the factual held-out prompts, where its verdict can be read beside the facts judge."""
+    return cj.judge_summary([judge.compare(q, s.text, p.text) for q, s, p in zip(HELD_OUT, steered, plain)
+                             if q in FACT_HELD_OUT])
+
+
 def admissible(p: dict) -> bool:
     return (p["degenerate_new"] == 0 and (p.get("facts_ratio") or 0.0) >= FACTS_MIN
             and p["nll_ratio"] is not None and p["nll_ratio"] <= NLL_MAX)
@@ -185,8 +193,8 @@ def markdown(results: dict) -> str:
            f"- profiles: generation_judges `terms_long` ({results['config']['n_train']} training prompts x 4 answers, "
            f"{len(results['config']['attributes'])} attributes, joint model, top {gj.TOP}); decoding at most "
            f"{MAX_TOKENS} tokens, temperature {gj.TEMPERATURE}, top-p {gj.TOP_P}",
-           f"- study prompts (training): {len(STUDY_PROMPTS)} ({len(STUDY_PROMPTS) - 10} generation_judges + 10 "
-           f"factual); held-out: {len(HELD_OUT)} (20 + 20 factual)",
+           f"- study prompts (training): {len(STUDY_PROMPTS)} (4 generation_judges + 6 factual); held-out: "
+           f"{len(HELD_OUT)} factual prompts (every judge reads them)",
            f"- rule: {CHOICE_RULE}", ""]
     for name, r in results["personas"].items():
         out.append(f"- {name}: {r['labels']['n_pairs']} pairs; " + "; ".join(r["profile"]["explain"]))
@@ -209,7 +217,7 @@ def markdown(results: dict) -> str:
     if held:
         out += ["", "## Held-out (once, untuned)", "",
                 "| setting | persona | win rate | wins / ties / losses | facts steered / plain | NLL steered / plain "
-                "| loops (plain) | echoes (plain) | model judge: steered wins | judge picks first |",
+                "| loops (plain) | echoes (plain) | model judge: steered wins (debiased) | judge picks first |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
         for name, h in held.items():
             for persona, r in h["personas"].items():
@@ -218,7 +226,7 @@ def markdown(results: dict) -> str:
                 out.append(f"| {name} | {persona} | {_f(r['win_rate'])} ± {_f(r['se'])} | {r['wins']} / {r['ties']} / "
                            f"{r['losses']} | {_f(f.get('recall'))} / {_f(f.get('recall_plain'))} | "
                            f"{_f(r.get('nll'))} / {_f(r.get('nll_plain'))} | {r['loops_steered']} ({r['loops_plain']}) | "
-                           f"{r['echoes_steered']} ({r['echoes_plain']}) | {_f(mj.get('win_rate'))} | "
+                           f"{r['echoes_steered']} ({r['echoes_plain']}) | {_f(mj.get('win_rate'))} ({_f(mj.get('debiased_win_rate'))}) | "
                            f"{_f(mj.get('first_position_rate'))} |")
             p = h["pooled"]
             out.append(f"| **{name}** | all | **{_f(p['mean_win_rate'])}** | | {_f(p.get('facts_recall'))} / "
@@ -238,6 +246,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--stage2", action="store_true", help="after the α sweep, DRY and the other β at its choice")
     ap.add_argument("--held-out", action="store_true", help="then run the held-out prompts once (today and the choice)")
+    ap.add_argument("--today-only", action="store_true",
+                    help="only the held-out answers at today's setting (to run beside the study), into held_today.json")
+    ap.add_argument("--only", default=None,
+                    help="only these study settings, 'alpha,dry,beta;...' (to run beside the full run, which reads them)")
+    ap.add_argument("--negated-only", action="store_true",
+                    help="only the negated profile's held-out answers at the chosen setting (to run beside --held-out)")
+    ap.add_argument("--no-judge", action="store_true", help="leave the model judge to a later --judge-only run")
+    ap.add_argument("--judge-only", action="store_true", help="only the model judge, on the stored held-out answers")
     ap.add_argument("--judge-model", default=None, help="the model judge (default: the LLM)")
     args = ap.parse_args(argv)
     command, rev = command_line(__file__, argv), git_rev()
@@ -291,15 +307,39 @@ def main(argv=None) -> int:
     if "held_out" in old:
         results["held_out"] = old["held_out"]
 
+    def make_judge():
+        judge = cj.ModelJudge(load_model(args.judge_model, options) if args.judge_model else model, cache=ScoreCache())
+        results["judge_model"] = judge.model.identity["name"]
+        return judge
+
+    if args.judge_only:  # the model judge on the held-out answers a run without it stored
+        judge = make_judge()
+        results = old | {"judge_model": results["judge_model"], "judge_command": command, "judge_git_rev": rev}
+        for name, h in results["held_out"].items():
+            ref = [gj.Answer(t) for t in h["plain_texts"]]
+            for persona, r in h["personas"].items():
+                r["model_judge"] = model_judge(judge, [gj.Answer(t) for t in r["texts"]], ref)
+                log(f"JUDGE {name} {persona}: {r['model_judge']['win_rate']:.2f}, debiased "
+                    f"{r['model_judge']['debiased_win_rate']:.2f}, first {r['model_judge']['first_position_rate']:.2f}")
+                atomic_write_text(results_path, json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+        atomic_write_text(results_path.with_suffix(".md"), markdown(results))
+        return 0
+
     def write():
         atomic_write_text(results_path, json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-        atomic_write_text(args.out / "results.md", markdown(results))
+        atomic_write_text(results_path.with_suffix(".md"), markdown(results))
 
     def plain_answers(prompts, base, dry, tag):
         return gj.run_prompts(f"plain {tag} dry={dry:g}", plain, prompts, [seed_of(q, base) for q in prompts],
                               MAX_TOKENS, glog, fp, sampler(dry))[0]
 
+    def reread():  # another run of this script beside this one (--only, --today-only, --negated-only) may have logged answers
+        nonlocal glog
+        glog.close()
+        glog = gj.GenerationLog(args.out / "generations.jsonl")
+
     def steered(persona, sign, setting, prompts, base, tag):
+        reread()
         a, d, b = setting
         formula = guarded(Formula.drift(None, [(profiles[persona], sign)], b, gj.TOP, ()), a)
         drift = Drift(formula=formula, options=options)
@@ -327,54 +367,75 @@ def main(argv=None) -> int:
             f"NLL {_f(p['nll_ratio'])}, loops {p['loops']}, echoes {p['echoes']}, new degenerate {p['degenerate_new']}")
         write()
 
-    for setting in stage1():
+    if args.today_only or args.negated_only or args.only:  # beside a full run, logging answers early
+        results_path = args.out / ("held_today.json" if args.today_only else "held_negated.json" if args.negated_only
+                                   else "study_only.json")
+        stage = [tuple(float(x) for x in one.split(",")) for one in args.only.split(";")] if args.only else []
+    else:
+        stage = stage1()
+    for setting in stage:
         study(setting)
-    first, why1 = choose(results["study"])
-    results["stage1_choice"] = {"setting": list(first), "why": why1}
-    log(f"STAGE 1 {label(first)}: {why1}")
-    if args.stage2:
-        for setting in stage2(first[0]):
-            study(setting)
-    pick, why = choose(results["study"])
-    results["choice"] = {"setting": list(pick), "why": why}
-    log(f"CHOSEN {label(pick)}: {why}")
-    results["timing"]["study_s"] = time.monotonic() - t_study
-    write()
+    if args.only:
+        return 0
+    if not (args.today_only or args.negated_only):
+        first, why1 = choose(results["study"])
+        results["stage1_choice"] = {"setting": list(first), "why": why1}
+        log(f"STAGE 1 {label(first)}: {why1}")
+        if args.stage2:
+            for setting in stage2(first[0]):
+                study(setting)
+        pick, why = choose(results["study"])
+        results["choice"] = {"setting": list(pick), "why": why}
+        log(f"CHOSEN {label(pick)}: {why}")
+        results["timing"]["study_s"] = time.monotonic() - t_study
+        write()
 
-    # 3. held-out, once: today and the chosen setting, profile and negated profile
-    if args.held_out:
-        if pick is None:
-            raise DriftError("nothing studied, so nothing chosen")
+    # 3. held-out, once: the chosen setting (profile and negated profile) and today's (profile)
+    if args.negated_only:  # beside a --held-out run: the negated profile's held-out answers at the chosen setting
+        pick = tuple(old["choice"]["setting"])
+        for persona in reversed(gj.PERSONAS):  # the other run starts from the first persona
+            steered(persona, -1.0, pick, HELD_OUT, HELD_SEED, "held-out")
+        glog.close()
+        return 0
+    if args.held_out or args.today_only:
+        reread()
         t_held = time.monotonic()
-        judge = cj.ModelJudge(load_model(args.judge_model, options) if args.judge_model else model, cache=ScoreCache())
-        results["judge_model"] = judge.model.identity["name"]
+        judge = None if args.no_judge else make_judge()
         held = {}
-        for name, setting in (("chosen", pick), ("today", TODAY)):
+        runs = (("today", TODAY),) if args.today_only else (("chosen", pick), ("today", TODAY))
+        for name, setting in runs:
             d = setting[1]
+            reread()
             ref = plain_answers(HELD_OUT, HELD_SEED, d, "held-out")
             per = {}
             for persona in gj.PERSONAS:
                 got = steered(persona, 1.0, setting, HELD_OUT, HELD_SEED, "held-out")
                 per[persona] = measure(persona, HELD_OUT, got, ref, fluency)
                 per[persona]["texts"] = [a.text for a in got]
-                if name == "chosen":  # the negated profile at the new setting (today's: generation_terms_long)
-                    neg = steered(persona, -1.0, setting, HELD_OUT, HELD_SEED, "held-out")
-                    per[persona]["negated"] = {k: v for k, v in gj.win_stats(persona, neg, ref).items()
-                                               if k in ("win_rate", "se", "wins", "ties", "losses")}
-                    per[persona]["negated"]["degenerate"] = sum(cj.degenerate(a.text, q) for a, q in zip(neg, HELD_OUT))
-                verdicts = [judge.compare(q, s.text, p.text) for q, s, p in zip(HELD_OUT, got, ref)]
-                per[persona]["model_judge"] = cj.judge_summary(verdicts)
-                log(f"HELD {name} {persona}: win {per[persona]['win_rate']:.2f}, negated "
-                    f"{_f(per[persona].get('negated', {}).get('win_rate'))}, judge {per[persona]['model_judge']['win_rate']:.2f}")
+                if not args.no_judge:
+                    per[persona]["model_judge"] = model_judge(judge, got, ref)
+                log(f"HELD {name} {persona}: win {per[persona]['win_rate']:.2f}")
             held[name] = {"setting": list(setting), "personas": per, "pooled": pooled(per),
                           "plain_texts": [a.text for a in ref]}
             results["held_out"] = held
             write()
+        if not args.today_only:  # the negated profile at the new setting (today's: generation_terms_long)
+            reread()
+            ref = plain_answers(HELD_OUT, HELD_SEED, pick[1], "held-out")
+            for persona in gj.PERSONAS:
+                neg = steered(persona, -1.0, pick, HELD_OUT, HELD_SEED, "held-out")
+                r = held["chosen"]["personas"][persona]
+                r["negated"] = {k: v for k, v in gj.win_stats(persona, neg, ref).items()
+                                if k in ("win_rate", "se", "wins", "ties", "losses")}
+                r["negated"]["degenerate"] = sum(cj.degenerate(a.text, q) for a, q in zip(neg, HELD_OUT))
+                r["negated"]["texts"] = [a.text for a in neg]
+                log(f"HELD negated {persona}: win {r['negated']['win_rate']:.2f}")
+                write()
         results["timing"]["held_out_s"] = time.monotonic() - t_held
         results["examples"] = [
             {"prompt": q, "setting": name, "persona": persona, "text": held[name]["personas"][persona]["texts"][i]}
             for q in ("How do I boil an egg?", "Why is the sky blue?") for i in [HELD_OUT.index(q)]
-            for name in held for persona in ("short",)]
+            for name in held for persona in gj.PERSONAS]
     glog.close()
     results["timing"]["total_s"] = time.monotonic() - t0
     write()
