@@ -62,7 +62,7 @@ def test_concise_weight_moves_length_both_ways(smollm):
 def test_bad_settings_get_clear_errors(smollm, gemma):
     prof = Profile.with_weights(smollm, {"concise": 1.0})
     with pytest.raises(DriftError, match="do not share a vocabulary"):
-        Drift(llm="gemma", slm=None, profile=prof)
+        Drift(llm="gemma", slm="smollm2", profile=prof)  # a preset LLM alone takes its partner
     with pytest.raises(DriftError, match="beta must be positive"):
         Drift(beta=0)
     with pytest.raises(DriftError, match="max_tokens cannot be negative"):
