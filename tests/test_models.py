@@ -149,7 +149,7 @@ def test_a_vocabulary_mismatch_names_both_models_in_one_line(smollm):
     other_path = load_model(other).path
     prof = Profile.with_weights(smollm, {"concise": 1.0})
     with pytest.raises(DriftError) as e:
-        Drift(llm=other, slm=None, profile=prof)
+        Drift(llm=other, slm="smollm2", profile=prof)  # a preset LLM alone takes its partner
     message = str(e.value)
     assert f"the LLM {other_path} and the sLM {smollm.path} do not share a vocabulary: " in message
     assert "\n" not in message
