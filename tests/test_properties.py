@@ -150,6 +150,47 @@ def test_profiles_load_or_fail_cleanly(changes, drop, how, raw):
         assert norm == 0 or abs(norm - 1) < 1e-6
 
 
+def valid_formula() -> dict:
+    from drift_cpp.formula import LLM, SLM, Formula, Term
+    identity = {"name": "m.gguf", "sha256": "0" * 64}
+    formula = Formula((Term(LLM, "You are an AI assistant.", 1.0, label=LLM),
+                       Term(SLM, "You are concise.", 0.6, per_beta=True, label="concise"),
+                       Term(SLM, "You are an AI assistant.", -0.6, per_beta=True, label="base")),
+                      0.5, (("concise", 0.6),), eos=-0.5, words=(("please", 0.2),), plausibility=0.1, max_kl=0.5)
+    return formula.to_dict({LLM: identity, SLM: identity})
+
+
+numbers = st.floats() | st.sampled_from([0.0, 1.0, -1.0, 0.999, 1e30, 5000.0, -1e-9]) | json_values
+formula_changes = st.lists(st.one_of(
+    st.tuples(st.sampled_from(["beta", "eos", "plausibility", "max_kl", "words", "terms", "steering", "models",
+                               "version", "extra"]), numbers),
+    st.tuples(st.just("term"), st.tuples(st.integers(0, 2), st.sampled_from(["weight", "model", "system", "per_beta"]),
+                                          numbers | texts))), max_size=2)
+
+
+@SETTINGS
+@given(changes=formula_changes, how=damage, raw=raw_bytes)
+def test_formulas_load_or_fail_cleanly(changes, how, raw):
+    """A saved formula loads, checked (Formula.check), and saves back as itself; or its error is one
+    line naming the file."""
+    from drift_cpp.formula import Formula
+    obj = valid_formula()
+    for name, value in changes:
+        if name == "term":
+            i, key, v = value
+            if isinstance(obj["terms"], list) and i < len(obj["terms"]) and isinstance(obj["terms"][i], dict):
+                obj["terms"][i][key] = v
+        else:
+            obj[name] = value
+    data = raw if raw is not None else mangle(json.dumps(obj).encode("utf-8", "surrogatepass"), how)
+    path = in_tmp("f.json", data)
+    loaded = loads_or_names_the_file(Formula.load, path)
+    if loaded is not None:
+        loaded.check()
+        loaded.save(path, dict(obj["models"]))
+        assert Formula.load(path) == loaded
+
+
 def toml_string(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)  # a JSON string is a TOML basic string, escapes included
 

@@ -28,7 +28,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from .attributes import builtin_attributes
 from .errors import DriftError
-from .fileio import atomic_write_text, parse_json, read_text
+from .fileio import atomic_write_text, check_utf8, parse_json, read_text
 from .params import DEFAULT_BETA, DEFAULT_MAX_KL, DEFAULT_PLAUSIBILITY, check_beta, check_finite, check_guard
 from .profile import Profile
 
@@ -208,6 +208,14 @@ def _finite(x) -> bool:
     return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def _utf8(text: str, field: str) -> None:
+    """A JSON \\ud800 escape loads as a lone surrogate, which no file can hold again."""
+    try:
+        check_utf8(text, f"field '{field}'")
+    except DriftError as e:
+        raise _Invalid(str(e)) from None
+
+
 def _field(obj: dict, name: str, kind, what: str):
     if name not in obj:
         raise _Invalid(f"missing field '{name}'")
@@ -262,6 +270,7 @@ def _parse(obj) -> Formula:
         system = item.get("system")
         if not isinstance(system, str) or not system.strip():
             raise _Invalid(f"field '{at}.system' must be a non-empty string")
+        _utf8(system, f"{at}.system")
         weight = item.get("weight")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
             raise _Invalid(f"field '{at}.weight' must be a finite number, got {weight!r}")
@@ -271,20 +280,24 @@ def _parse(obj) -> Formula:
         label = item.get("label", "")
         if not isinstance(label, str):
             raise _Invalid(f"field '{at}.label' must be a string")
+        _utf8(label, f"{at}.label")
         terms.append(Term(model, system, float(weight), per_beta, label))
     if not any(t.model == LLM for t in terms):
         raise _Invalid("field 'terms' has no 'llm' term: nothing writes the answer")
     steering = obj.get("steering", [])
     if not isinstance(steering, list) or not all(
-            isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and isinstance(s[1], (int, float))
-            and not isinstance(s[1], bool) for s in steering):
-        raise _Invalid("field 'steering' must be a list of [attribute id, weight] pairs")
+            isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and _finite(s[1]) for s in steering):
+        raise _Invalid("field 'steering' must be a list of [attribute id, finite weight] pairs")
+    for i, (attribute, _) in enumerate(steering):
+        _utf8(attribute, f"steering[{i}]")
     eos = _field({"eos": 0.0, **obj}, "eos", float, "a number")
     words = obj.get("words", [])
     if not isinstance(words, list) or not all(
             isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and s[0].strip() and _finite(s[1])
             for s in words):
         raise _Invalid("field 'words' must be a list of [word, finite weight] pairs")
+    for i, (word, _) in enumerate(words):
+        _utf8(word, f"words[{i}]")
     # Absent in formulas saved before the guard: they decode as they were saved, unguarded.
     plausibility = _field({"plausibility": 0.0, **obj}, "plausibility", float, "a number")
     max_kl = _field({"max_kl": 0.0, **obj}, "max_kl", float, "a number")
