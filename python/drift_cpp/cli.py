@@ -621,7 +621,8 @@ def generate(ctx, prompt, compare, as_json, stats, **options):
                                        else None, stats=stats), None
     if as_json:
         out = {"text": result.text, "finish_reason": result.finish_reason, "n_tokens": len(result.tokens),
-               "tokens_per_second": result.tokens_per_second, "weights": result.weights}
+               "tokens_per_second": result.tokens_per_second, "weights": result.weights,
+               "guard": {"plausibility": drift.formula.plausibility, "max_kl": drift.formula.max_kl}}
         if stats:
             out.update(entropy_plain_bits=result.entropy_plain_bits, entropy_fused_bits=result.entropy_fused_bits)
         if plain:
@@ -797,6 +798,8 @@ def chat(ctx, learn, learn_include, **options):
                 elif command == "/attributes":
                     for name, w in drift.active_weights or [("(none: plain decoding)", 0.0)]:
                         click.echo(f"  {name:<24}{w:+.3f}")
+                    f = drift.formula
+                    click.echo(f"  (guard: plausibility {f.plausibility:g}, max_kl {f.max_kl:g}; beta {f.beta:g})")
                 elif command == "/compare":
                     plain = drift.compare_last(sampling)
                     click.echo(_side_by_side(plain.text, drift.history[-1]["content"]))
