@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 import content_judges as cj
-from drift_cpp.cli import DEMO_ATTRIBUTES, DEMO_PAIRS, DEMO_PROMPTS
+from drift_cpp.cli import DEMO_ATTRIBUTES, DEMO_BETA, DEMO_PAIRS, DEMO_PROMPTS, DEMO_TOP
 from drift_cpp.fileio import atomic_write_text
 from run_info import command_line, git_rev, log, run
 
-TOP, BETA, MAX_TOKENS = 3, 0.5, 120  # the demo's
+TOP, BETA, MAX_TOKENS = DEMO_TOP, DEMO_BETA, 120  # the demo's
 
 
 def perturbations(profile) -> list[tuple[str, object, int]]:

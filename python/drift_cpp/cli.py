@@ -20,6 +20,9 @@ DEMO_PAIRS = Path(__file__).parent / "data" / "demo_pairs.jsonl"
 DEMO_ATTRIBUTES = ("concise", "formal", "vivid", "humor", "energy", "easy", "direct", "exclamatory",
                    "storyteller", "old_fashioned", "internet_slang", "analytic", "empathetic", "creative")
 DEMO_PROMPTS = ("How do I boil an egg?", "Why is the sky blue?")
+# The demo steers its top 3 attributes at beta 1 under the default guard: at beta 0.5 the guarded egg
+# answer became a list that kept no fact a correct answer needs (docs/results/steering_guard).
+DEMO_TOP, DEMO_BETA = 3, 1.0
 
 
 def _one_line(text: str) -> str:
@@ -900,11 +903,11 @@ def demo(ctx, no_cache, llm, slm):
     # chosen so (docs/results.md, "The demo's settings"), and 12 pairs cost little to score in full.
     scorer = _scorer(ctx, slm, _cache(no_cache), max_response_tokens=0)
     profile = Profile.fit(pairs, scorer, builtin_attributes().select(DEMO_ATTRIBUTES),
-                          FitOptions(top=3, family="attributes"), screen=None)
+                          FitOptions(top=DEMO_TOP, family="attributes"), screen=None)
     click.echo("\nTop attributes of this persona:")
     for a, w in profile.decoding_weights():
         click.echo(f"  {a.id:<16}{w:+.3f}")
-    session = Drift(llm, slm, profile=profile, options=_options(ctx), compare=True)
+    session = Drift(llm, slm, profile=profile, beta=DEMO_BETA, options=_options(ctx), compare=True)
     sampling = Sampling(temperature=0, max_tokens=120)
     for prompt in DEMO_PROMPTS:
         click.echo(f"\n>>> {prompt}")
