@@ -167,6 +167,7 @@ PYBIND11_MODULE(_core, m) {
              py::keep_alive<1, 2>())  // the list of models lives as long as the engine
         .def_property_readonly("n_slots", &Engine::n_slots)
         .def("sync", &Engine::sync, py::arg("slot"), py::arg("prompts"), py::call_guard<py::gil_scoped_release>())
+        .def("forget", &Engine::forget, py::arg("slot"))
         .def(
             "generate",
             [](Engine & self, const std::vector<int> & slots, const std::vector<Steering> & steering,

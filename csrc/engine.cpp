@@ -164,6 +164,15 @@ int64_t Engine::sync(int slot, const std::vector<std::vector<llama_token>> & pro
     return evaluated;
 }
 
+void Engine::forget(int slot) {
+    sequence(slot, 0);  // checks the slot
+    for (auto & seq : slots_[slot]) {
+        llama_memory_seq_rm(llama_get_memory(contexts_[seq.model].get()), seq.id, -1, -1);
+        seq.history.clear();
+        seq.logits.clear();
+    }
+}
+
 int64_t Engine::sync_model(int model, std::vector<Sequence *> & seqs,
                            const std::vector<const std::vector<llama_token> *> & prompts) {
     llama_context * ctx = contexts_[model].get();

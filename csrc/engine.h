@@ -87,6 +87,11 @@ public:
     // step). Returns the number of tokens evaluated.
     int64_t sync(int slot, const std::vector<std::vector<llama_token>> & prompts);
 
+    // Empties a slot's KV caches: its next sync evaluates whole prompts. A prompt's last token read
+    // alone rounds differently from the whole prompt read at once (by up to 0.8 here), so a server
+    // forgets a slot between requests to give each request the answer it gets in any slot.
+    void forget(int slot);
+
     // Generates in the given slots side by side: steering[i] and sampling[i] belong to slots[i].
     // Every slot must have been synced.
     std::vector<GenerationResult> generate(const std::vector<int> & slots,

@@ -91,7 +91,8 @@ def pairs():
 @pytest.fixture(scope="module")
 def scorer(smollm, tmp_path_factory):
     # One cache for the module: every fit after the first reads its scores from it.
-    return Scorer(smollm, cache=ScoreCache(tmp_path_factory.mktemp("cache") / "scores.sqlite"), progress=False)
+    return Scorer(smollm, cache=ScoreCache(tmp_path_factory.mktemp("cache") / "scores.sqlite"), max_response_tokens=0,
+                  progress=False)  # whole responses
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,10 @@ its sequences are the request's formula's (model, system prompt) pairs, and Engi
 the slots of a batch side by side, each with its own coefficients and sampling. The model of each
 sequence (a slot's layout) is fixed when an engine is made, so there is one engine per layout (a
 lane), each with its slots and its scheduler thread. Prompts and coefficients come with each
-request, so any formula of that layout, any user's, runs in any of the lane's slots.
+request, so any formula of that layout, any user's, runs in any of the lane's slots. A slot's KV
+caches are emptied before each request (Engine.forget): a prompt partly reused from a cache reads
+differently, in this llama.cpp's rounding, from the whole prompt, and a request must get the same
+answer whichever slot it lands in and whatever ran there before.
 
 Batches are static: a request that arrives while its lane runs a batch waits for the batch to
 end. A batch starts once no request has joined it for `quiet` seconds and none is announced
@@ -60,7 +63,6 @@ class _Lane:
         self.name, self.announced, self.models, self.quiet, self.window = name, announced, models, quiet, window
         self.engine = _core.Engine([m.core for m in models], [layout] * n_slots, n_ctx=options.n_ctx,
                                    n_batch=options.n_batch, n_threads=n_threads)
-        self.keys: list[Optional[str]] = [None] * n_slots  # the formula each slot last ran: its KV caches
         self.state = [{"busy": False, "last": {}} for _ in range(n_slots)]
         self.batches: collections.Counter[int] = collections.Counter()  # batches run, by their size
         self.queue: collections.deque[Job] = collections.deque()
@@ -73,7 +75,7 @@ class _Lane:
             self.cond.notify_all()
 
     def _next_batch(self) -> list[Job]:
-        n = len(self.keys)
+        n = len(self.state)
         with self.cond:
             while not self.queue:
                 self.cond.wait()
@@ -93,30 +95,18 @@ class _Lane:
                 _finish(job, result=Generation("", "interrupted", [], 0.0))
             self._run([j for j in jobs if not j.cancel.is_set()])
 
-    def _assign(self, jobs: list[Job]) -> list[int]:
-        """A slot per job: the one that last ran its formula if free (its KV caches hold the system
-        prompts), else one whose formula no job of this batch wants."""
-        keys = [repr(j.formula) for j in jobs]
-        free, slots = list(range(len(self.keys))), [None] * len(jobs)
-        for i, key in enumerate(keys):
-            slots[i] = next((s for s in free if self.keys[s] == key), None)
-            if slots[i] is not None:
-                free.remove(slots[i])
-        free.sort(key=lambda s: self.keys[s] in keys)
-        return [s if s is not None else free.pop(0) for s in slots]
-
     def _run(self, jobs: list[Job]) -> None:
         ready = {}
-        for job, slot, key in zip(jobs, self._assign(jobs), [repr(j.formula) for j in jobs]):
-            self.keys[slot] = None  # until its sync succeeds
+        for slot, job in enumerate(jobs):  # every slot is free between batches, and forgotten before use
             try:  # one request's error (a prompt beyond n_ctx) is its own, not the batch's
                 bound = Binding(job.formula, {LLM: self.models[0], SLM: self.models[-1]}, self.models)
                 prompts = bound.prompts(job.history)
+                self.engine.forget(slot)  # a request's answer must not depend on what its slot held
                 self.engine.sync(slot, prompts)
             except Exception as e:  # noqa: BLE001  (raised again in the request's thread)
                 _finish(job, error=e)
                 continue
-            job.prompt_tokens, self.keys[slot] = len(prompts[0]), key
+            job.prompt_tokens = len(prompts[0])
             self.state[slot] = {"busy": True, "last": {}}
             ready[slot] = (job, bound)
         if not ready:
@@ -135,7 +125,7 @@ class _Lane:
                                            [native_sampling(ready[s][0].sampling) for s in slots], piece)
         except Exception as e:  # noqa: BLE001
             for slot, (job, _) in ready.items():
-                self.keys[slot], self.state[slot] = None, {"busy": False, "last": {"error": type(e).__name__}}
+                self.state[slot] = {"busy": False, "last": {"error": type(e).__name__}}
                 _finish(job, error=e)
             return
         for slot, r in zip(slots, results):
