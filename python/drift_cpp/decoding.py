@@ -16,7 +16,7 @@ from .binding import Binding, check_history, native_sampling
 from .chat import MessageLike, as_messages
 from .errors import DriftError
 from .formula import LLM, SLM, Formula
-from .models import Model, ModelOptions, load_model, partner_slm
+from .models import ModelOptions, load_model, partner_slm
 from .params import DEFAULT_BETA, EngineOptions, Sampling, check_beta, check_top_attributes
 from .profile import Profile
 from .runtime import _core
