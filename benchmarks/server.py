@@ -34,12 +34,12 @@ from pathlib import Path
 import httpx
 import openai
 
-from drift_cpp.decoding import Drift
+from drift_cpp.steer.session import Drift
 from drift_cpp.fileio import atomic_write_text
-from drift_cpp.formula import Formula
+from drift_cpp.steer.formula import Formula
 from drift_cpp.models import ModelOptions, load_model
 from drift_cpp.params import EngineOptions, Sampling
-from drift_cpp.profile import Profile
+from drift_cpp.fit.profile import Profile
 from drift_cpp.runtime import _core
 
 N_CTX = 1024

@@ -162,8 +162,8 @@ class Fluency:
     """NLL per token of answers under the plain LLM with the base system prompt; results are memoized."""
 
     def __init__(self, model, system: Optional[str] = None):
-        from drift_cpp.formula import default_system
-        from drift_cpp.scorer import Scorer
+        from drift_cpp.steer.formula import default_system
+        from drift_cpp.score.scorer import Scorer
 
         self.scorer = Scorer(model, cache=None, max_response_tokens=0, progress=False)
         self.system = system or default_system()
@@ -171,7 +171,7 @@ class Fluency:
 
     def nll_per_token(self, prompt: str, text: str) -> Optional[float]:
         """None for an answer without tokens to score (empty or whitespace)."""
-        from drift_cpp.scorer import ScoreRequest
+        from drift_cpp.score.scorer import ScoreRequest
 
         key = (prompt, text)
         if key not in self._memo:
@@ -224,13 +224,13 @@ class ModelJudge:
     """Which of two answers a model finds more correct and helpful, by the log-probabilities of "1" and "2"."""
 
     def __init__(self, model, cache=None):
-        from drift_cpp.scorer import Scorer
+        from drift_cpp.score.scorer import Scorer
 
         self.scorer = Scorer(model, cache=cache, max_response_tokens=0, progress=False)
         self.model = model
 
     def _margin(self, question: str, first: str, second: str) -> float:
-        from drift_cpp.scorer import ScoreRequest
+        from drift_cpp.score.scorer import ScoreRequest
 
         user = JUDGE_TEMPLATE.format(question=question, first=_shown(first), second=_shown(second))
         reqs = [ScoreRequest(JUDGE_SYSTEM, (("user", user),), r) for r in ("1", "2")]

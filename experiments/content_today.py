@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     command, rev = command_line(__file__, argv), git_rev()
 
     from drift_cpp.models import ModelOptions, load_model
-    from drift_cpp.score_cache import ScoreCache
+    from drift_cpp.score.cache import ScoreCache
 
     model = load_model(None, ModelOptions(threads=args.threads))
     fluency, judge = (None, None) if args.no_model else (cj.Fluency(model), cj.ModelJudge(model, cache=ScoreCache()))

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import content_judges as cj
-from drift_cpp.cli import DEMO_ATTRIBUTES, DEMO_BETA, DEMO_PAIRS, DEMO_PROMPTS, DEMO_TOP
+from drift_cpp.demo import DEMO_ATTRIBUTES, DEMO_BETA, DEMO_PAIRS, DEMO_PROMPTS, DEMO_TOP
 from drift_cpp.fileio import atomic_write_text
 from run_info import command_line, git_rev, log, run
 
@@ -75,14 +75,14 @@ def main(argv=None) -> int:
     command, rev = command_line(__file__, argv), git_rev()
 
     from drift_cpp import params
-    from drift_cpp.attributes import builtin_attributes
-    from drift_cpp.decoding import Drift, Sampling
-    from drift_cpp.formula import Formula
+    from drift_cpp.score.attributes import builtin_attributes
+    from drift_cpp.steer.session import Drift, Sampling
+    from drift_cpp.steer.build import drift_formula
     from drift_cpp.models import ModelOptions, load_model
     from drift_cpp.preferences import load_pairs
-    from drift_cpp.profile import FitOptions, Profile
-    from drift_cpp.score_cache import ScoreCache
-    from drift_cpp.scorer import Scorer
+    from drift_cpp.fit.profile import FitOptions, Profile
+    from drift_cpp.score.cache import ScoreCache
+    from drift_cpp.score.scorer import Scorer
 
     alphas = ([] if args.skip_zero else [0.0]) + [getattr(params, "DEFAULT_PLAUSIBILITY", 0.0) if a == "default" else float(a)
                       for a in args.alphas.split(",") if a]
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     for name, prof, top in perturbations(profile):
         weights = [[a.id, round(w, 4)] for a, w in prof.decoding_weights(top)]
         for alpha in alphas:
-            formula = Formula.drift(None, [(prof, 1.0)], BETA, top, ())
+            formula = drift_formula(None, [(prof, 1.0)], BETA, top, ())
             formula = formula.with_guard(alpha, 0.0) if hasattr(formula, "with_guard") else formula
             drift = Drift(formula=formula, options=options)
             for q in DEMO_PROMPTS:

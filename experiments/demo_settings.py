@@ -24,7 +24,7 @@ import json
 import time
 from pathlib import Path
 
-from drift_cpp.cli import DEMO_ATTRIBUTES, DEMO_PAIRS, DEMO_PROMPTS
+from drift_cpp.demo import DEMO_ATTRIBUTES, DEMO_PAIRS, DEMO_PROMPTS
 from drift_cpp.fileio import atomic_write_text
 from run_info import command_line, git_rev, log, run
 
@@ -61,13 +61,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     command, rev = command_line(__file__, argv), git_rev()
 
-    from drift_cpp.attributes import builtin_attributes
-    from drift_cpp.decoding import Drift, Sampling
+    from drift_cpp.score.attributes import builtin_attributes
+    from drift_cpp.steer.session import Drift, Sampling
     from drift_cpp.models import ModelOptions, load_model
     from drift_cpp.preferences import load_pairs
-    from drift_cpp.profile import FitOptions, Profile
-    from drift_cpp.score_cache import ScoreCache
-    from drift_cpp.scorer import Scorer
+    from drift_cpp.fit.profile import FitOptions, Profile
+    from drift_cpp.score.cache import ScoreCache
+    from drift_cpp.score.scorer import Scorer
 
     options = ModelOptions(threads=args.threads)
     scorer = Scorer(load_model(None, options), cache=ScoreCache(), max_response_tokens=0)  # as it was run

@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from drift_cpp import approximation, evaluation as ev
-from drift_cpp.attributes import builtin_attributes
-from drift_cpp.cli import DEMO_ATTRIBUTES
+from drift_cpp.score.attributes import builtin_attributes
+from drift_cpp.demo import DEMO_ATTRIBUTES
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
@@ -133,7 +133,7 @@ def split_queries(rows: list[dict], n_queries: int) -> tuple[list[dict], list[di
 
 def score_items(rows, scorer, attributes):
     """Reward rows of every non-empty (query, response): {(query id, style): row}, for 'sum' and 'mean'."""
-    from drift_cpp.profile import reward_features
+    from drift_cpp.fit.profile import reward_features
 
     keys, items = [], []
     for row in rows:
@@ -437,8 +437,8 @@ def main(argv=None) -> int:
     log(CITATION)
 
     from drift_cpp.models import ModelOptions, load_model
-    from drift_cpp.score_cache import ScoreCache
-    from drift_cpp.scorer import Scorer
+    from drift_cpp.score.cache import ScoreCache
+    from drift_cpp.score.scorer import Scorer
 
     t0 = time.monotonic()
     rows = load_dsp(args.data)

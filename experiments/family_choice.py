@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from drift_cpp import evaluation as ev
-from drift_cpp.attributes import builtin_attributes
-from drift_cpp.cli import DEMO_ATTRIBUTES as ATTRIBUTES  # the demo's 14, as dsp_fewshot --size pair
+from drift_cpp.score.attributes import builtin_attributes
+from drift_cpp.demo import DEMO_ATTRIBUTES as ATTRIBUTES  # the demo's 14, as dsp_fewshot --size pair
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
@@ -84,7 +84,7 @@ def cnndm_pools(rows: list[dict], worker: str, n_articles: int) -> tuple[list[di
 
 def cnndm_rewards(rows: list[dict], scorer, attributes, words: int) -> dict:
     """Reward row of every unique (article, summary), 'sum' normalization."""
-    from drift_cpp.profile import reward_features
+    from drift_cpp.fit.profile import reward_features
 
     keys, items = [], []
     for r in rows:
@@ -129,8 +129,8 @@ def build_users(args) -> tuple[dict, object, object, list]:
     """{user: (train fold, test fold)}, the sLM, the attributes and the CNN/DM rows; every unique
     (prompt, response) is scored once (or read from the score cache)."""
     from drift_cpp.models import ModelOptions, load_model
-    from drift_cpp.score_cache import ScoreCache
-    from drift_cpp.scorer import Scorer
+    from drift_cpp.score.cache import ScoreCache
+    from drift_cpp.score.scorer import Scorer
 
     attributes = builtin_attributes().select(include=ATTRIBUTES)
     model = load_model(None, ModelOptions(threads=max(0, args.threads)))
@@ -220,7 +220,7 @@ def fit_timing(users, model, attributes, rows, words) -> dict:
     """CPU seconds of the profile's model on a whole train pool, beside the CPU seconds of scoring one CNN/DM pair
     (both summaries under every prompt, no cache, the article's prefix evaluated once per prompt)."""
     from drift_cpp import choice
-    from drift_cpp.scorer import Scorer
+    from drift_cpp.score.scorer import Scorer
 
     fits = {}
     for name, (train, _) in users.items():

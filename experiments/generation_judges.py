@@ -59,8 +59,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from drift_cpp import choice
-from drift_cpp.attributes import builtin_attributes
-from drift_cpp.cli import DEMO_ATTRIBUTES
+from drift_cpp.score.attributes import builtin_attributes
+from drift_cpp.demo import DEMO_ATTRIBUTES
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
@@ -343,7 +343,7 @@ class GenerationLog:
 def run_prompts(label: str, drift, prompts, seeds, max_tokens: int, glog: GenerationLog,
                 fingerprint: str, sampler: Optional[dict] = None) -> tuple[list[Answer], int]:
     """The answers, and how many of them ended before max_tokens. `sampler`: more Sampling fields (DRY...)."""
-    from drift_cpp.decoding import Sampling
+    from drift_cpp.steer.session import Sampling
 
     answers, t0, new_tokens = [], time.monotonic(), 0
     for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
@@ -582,12 +582,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command, rev = command_line(__file__, argv), git_rev()
 
-    from drift_cpp.decoding import Drift
+    from drift_cpp.steer.session import Drift
     from drift_cpp.models import ModelOptions, load_model
     from drift_cpp.params import EngineOptions
-    from drift_cpp.profile import FitOptions, Profile
-    from drift_cpp.score_cache import ScoreCache
-    from drift_cpp.scorer import Scorer
+    from drift_cpp.fit.profile import FitOptions, Profile
+    from drift_cpp.score.cache import ScoreCache
+    from drift_cpp.score.scorer import Scorer
 
     t0 = time.monotonic()
     options = ModelOptions(threads=args.threads)

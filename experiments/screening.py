@@ -5,7 +5,7 @@ Reads the per-token rewards experiments/screening_scores.py wrote and, without s
 anything again:
   * truncation: test accuracy of the exhaustive default fit when responses are scored on
     their first 32, 64, 128 tokens (and all of those scored);
-  * screening: replays drift-cpp's own screening (drift_cpp.screening, the code `approximate`
+  * screening: replays drift-cpp's own screening (drift_cpp.fit.screening, the code `approximate`
     runs) on the exhaustive rewards, for a grid of constants: which entries it would have
     scored, what those cost in tokens, and the test accuracy of the fit it would have made.
 
@@ -37,7 +37,7 @@ import numpy as np
 
 from drift_cpp import approximation, screening
 from drift_cpp.fileio import atomic_write_text
-from drift_cpp.screening import ScreenOptions
+from drift_cpp.fit.screening import ScreenOptions
 from dsp_fewshot import PERSONAS, STYLES
 from run_info import command_line, git_rev, log, run
 from screening_scores import DEFAULT_WORK

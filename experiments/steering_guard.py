@@ -60,7 +60,7 @@ from typing import Optional
 import content_judges as cj
 import generation_judges as gj
 from drift_cpp import choice
-from drift_cpp.attributes import builtin_attributes
+from drift_cpp.score.attributes import builtin_attributes
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
 from fact_prompts import FACT_HELD_OUT, FACT_PROMPTS, FACT_TRAIN
@@ -258,12 +258,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     command, rev = command_line(__file__, argv), git_rev()
 
-    from drift_cpp.decoding import Drift
-    from drift_cpp.formula import Formula
+    from drift_cpp.steer.session import Drift
+    from drift_cpp.steer.build import drift_formula
     from drift_cpp.models import ModelOptions, load_model
-    from drift_cpp.profile import FitOptions, Profile
-    from drift_cpp.score_cache import ScoreCache
-    from drift_cpp.scorer import Scorer
+    from drift_cpp.fit.profile import FitOptions, Profile
+    from drift_cpp.score.cache import ScoreCache
+    from drift_cpp.score.scorer import Scorer
 
     t0 = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -341,7 +341,7 @@ def main(argv=None) -> int:
     def steered(persona, sign, setting, prompts, base, tag):
         reread()
         a, d, b = setting
-        formula = guarded(Formula.drift(None, [(profiles[persona], sign)], b, gj.TOP, ()), a)
+        formula = guarded(drift_formula(None, [(profiles[persona], sign)], b, gj.TOP, ()), a)
         drift = Drift(formula=formula, options=options)
         got = gj.run_prompts(f"{persona}{' negated' if sign < 0 else ''} {label(setting)} {tag}", drift, prompts,
                              [seed_of(q, base) for q in prompts], MAX_TOKENS, glog, fp, sampler(d))[0]

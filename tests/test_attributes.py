@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from drift_cpp.attributes import (
+from drift_cpp.score.attributes import (
     Attribute,
     AttributeSet,
     builtin_attributes,

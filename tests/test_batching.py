@@ -2,13 +2,13 @@
 
 import pytest
 
-from drift_cpp.batching import Batcher, Job
-from drift_cpp.decoding import Drift
+from drift_cpp.steer.batching import Batcher, Job
+from drift_cpp.steer.session import Drift
 from drift_cpp.errors import DriftError
-from drift_cpp.formula import Formula
+from drift_cpp.steer.build import drift_formula
 from drift_cpp.models import ModelOptions, load_model
 from drift_cpp.params import EngineOptions, Sampling
-from drift_cpp.profile import Profile
+from drift_cpp.fit.profile import Profile
 
 GREEDY = Sampling(temperature=0, max_tokens=20)
 ENGINE = EngineOptions(n_ctx=256)
@@ -25,7 +25,7 @@ def model():
 def formulas(model):
     alice = Profile.with_weights(model, {"concise": 0.8, "humor": -0.6})
     bob = Profile.with_weights(model, {"concise": -0.6, "humor": 0.8})
-    return [Formula.drift(None, [(p, 1.0)], 0.5) for p in (alice, bob)]
+    return [drift_formula(None, [(p, 1.0)], 0.5) for p in (alice, bob)]
 
 
 def _alone(model, formula, messages, sampling=GREEDY) -> str:

@@ -6,10 +6,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from drift_cpp.binding import word_tokens
-from drift_cpp.decoding import Drift, Sampling
+from drift_cpp.steer.binding import word_tokens
+from drift_cpp.steer.session import Drift, Sampling
 from drift_cpp.errors import DriftError
-from drift_cpp.formula import Formula
+from drift_cpp.steer.formula import Formula
+from drift_cpp.steer.build import drift_formula
 
 PROMPT = "Say hello."
 GREEDY = Sampling(temperature=0, max_tokens=48)
@@ -67,9 +68,9 @@ def test_biases_are_saved_with_the_formula_and_checked(tmp_path, smollm):
 def test_a_profile_s_families_become_its_formula_terms_and_negate_with_it():
     from test_choice import synthetic_profile
     length, _ = synthetic_profile("length", family="length")
-    f = Formula.drift(None, [(length, 1.0)], 0.5)
+    f = drift_formula(None, [(length, 1.0)], 0.5)
     assert f.eos == -length.length_weight() and not f.steering  # length alone: no attribute terms
-    assert Formula.drift(None, [(length, -1.0)], 0.5).eos == length.length_weight()
+    assert drift_formula(None, [(length, -1.0)], 0.5).eos == length.length_weight()
     lexical, _ = synthetic_profile("lexical")
-    words = dict(Formula.drift(None, [(lexical, 1.0)], 0.5).words)
+    words = dict(drift_formula(None, [(lexical, 1.0)], 0.5).words)
     assert words == dict(lexical.word_weights()) and words["kindly"] > 0 > words["dude"]

@@ -8,7 +8,7 @@ import numpy as np
 
 from drift_cpp.cli import SIDE_BY_SIDE_WIDTH
 from drift_cpp.preferences import load_pairs
-from drift_cpp.profile import Profile
+from drift_cpp.fit.profile import Profile
 
 ATTRIBUTES = ("concise", "humor")
 # --learn 1: every turn shows two samples (the profile is new, so decoding is plain) and reads a pick.
@@ -75,9 +75,9 @@ def test_learning_into_a_whole_response_profile_scores_at_its_truncation(smollm,
     # Profiles made before truncation became the default were scored on whole responses; chat and the
     # server learn with a scorer at the default truncation, which must follow the profile's own.
     from drift_cpp import learning
-    from drift_cpp.attributes import builtin_attributes
+    from drift_cpp.score.attributes import builtin_attributes
     from drift_cpp.preferences import Message, PreferencePair
-    from drift_cpp.scorer import Scorer
+    from drift_cpp.score.scorer import Scorer
 
     long = " ".join(["The kettle sings while the eggs wait in the cold water."] * 12)  # well over 64 tokens
     pairs = [PreferencePair((Message("user", q),), c, r, f"p{i}", i + 1) for i, (q, c, r) in enumerate(

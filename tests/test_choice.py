@@ -112,9 +112,9 @@ def test_bad_family_names_are_refused(bad):
 # ------------------------------------------------------------------ in a profile
 def synthetic_profile(kind, n=40, seed=0, family=choice.AUTO):
     """A profile over synthetic rows (no model is scored: the rows stand for its rewards)."""
-    from drift_cpp.attributes import builtin_attributes
-    from drift_cpp.evaluation.methods import term_counts
-    from drift_cpp.profile import FitOptions, Profile
+    from drift_cpp.score.attributes import builtin_attributes
+    from drift_cpp.fit.features import term_counts
+    from drift_cpp.fit.profile import FitOptions, Profile
 
     attrs = builtin_attributes().select(["concise", "formal", "humor", "analytic"])
     W, L, docs = user(kind, n, seed, k=len(attrs))
@@ -127,7 +127,7 @@ def synthetic_profile(kind, n=40, seed=0, family=choice.AUTO):
 
 
 def test_profile_records_the_choice_and_reloads_it(tmp_path):
-    from drift_cpp.profile import Profile
+    from drift_cpp.fit.profile import Profile
     profile, docs = synthetic_profile("length")
     assert profile.choice.family == choice.JOINT and leading(profile.choice) == "length"
     assert profile.length_weight() > 1 and profile.uses_attributes() and profile.word_weights()
@@ -155,7 +155,7 @@ def test_profile_show_says_the_choice_in_words(tmp_path):
 
 def test_an_older_profile_loads_and_updates_as_attributes_only(tmp_path):
     import json
-    from drift_cpp.profile import Profile
+    from drift_cpp.fit.profile import Profile
     profile, _ = synthetic_profile("length")
     path = tmp_path / "old.json"
     profile.save(path)

@@ -1,12 +1,12 @@
 """What scoring costs: tokens evaluated, seconds, items scored and read from a cache; the ETA's plan."""
 
 from drift_cpp.preferences import load_pairs
-from drift_cpp.score_cache import MemoryCache
-from drift_cpp.scorer import Cost, ScoreRequest, Scorer, _Progress, planned_tokens
+from drift_cpp.score.cache import MemoryCache
+from drift_cpp.score.scorer import Cost, ScoreRequest, Scorer, _Progress, planned_tokens
 
 
 def test_cost_counts_what_the_native_scorer_evaluates(smollm):
-    from drift_cpp.cli import DEMO_PAIRS
+    from drift_cpp.demo import DEMO_PAIRS
     pairs = load_pairs(DEMO_PAIRS)[:2]
     requests = [ScoreRequest(system, p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)
                 for system in ("Be concise.", "Be funny.")]

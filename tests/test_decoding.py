@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from drift_cpp.decoding import Drift, EngineOptions, Sampling
+from drift_cpp.steer.session import Drift, EngineOptions, Sampling
 from drift_cpp.errors import DriftError
-from drift_cpp.profile import Profile
+from drift_cpp.fit.profile import Profile
 
 GREEDY = Sampling(temperature=0, max_tokens=64)
 PROMPTS = ["Tell me about the ocean.", "How do plants grow?", "What makes a good friend?"]

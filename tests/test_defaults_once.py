@@ -5,13 +5,13 @@ import os
 import subprocess
 import sys
 
-from drift_cpp.attributes import builtin_attributes
-from drift_cpp.cli import DEMO_PAIRS
+from drift_cpp.score.attributes import builtin_attributes
+from drift_cpp.demo import DEMO_PAIRS
 from drift_cpp.models import ModelOptions, load_model
 from drift_cpp.preferences import load_pairs
-from drift_cpp.profile import Profile
-from drift_cpp.score_cache import ScoreCache
-from drift_cpp.scorer import Scorer
+from drift_cpp.fit.profile import Profile
+from drift_cpp.score.cache import ScoreCache
+from drift_cpp.score.scorer import Scorer
 
 ATTRIBUTES = ("concise", "formal", "humor", "exclamatory")
 # What differs between two fits of the same pairs: when they ran and what scoring cost (the second

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from drift_cpp.cli import DEMO_PROMPTS
+from drift_cpp.demo import DEMO_PROMPTS
 from drift_cpp.cli import SIDE_BY_SIDE_WIDTH as WIDTH  # of each column in the side-by-side output
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from serving import AUTH, default_max_body, running
 
-from drift_cpp.cli import DEMO_PAIRS
+from drift_cpp.demo import DEMO_PAIRS
 
 TIMEOUT = 600  # seconds any one run may take on a busy 2-core machine
 PR_CAPBSET_DROP = 24  # prctl option (linux/prctl.h)
@@ -162,7 +162,7 @@ def test_concurrent_fits_on_one_cache_give_identical_profiles(tmp_path):
 
 OPEN_AT_ONCE = """
 import sys, time
-from drift_cpp.score_cache import ScoreCache
+from drift_cpp.score.cache import ScoreCache
 start = float(sys.argv[2])
 while time.time() < start:
     pass

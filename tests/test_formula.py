@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from drift_cpp.decoding import Drift, Sampling
+from drift_cpp.steer.session import Drift, Sampling
 from drift_cpp.errors import DriftError
-from drift_cpp.formula import LLM, SLM, Formula, Term
-from drift_cpp.profile import Profile
+from drift_cpp.steer.formula import LLM, SLM, Formula, Term
+from drift_cpp.fit.profile import Profile
 
 N_TOKENS = 32
 GREEDY = Sampling(temperature=0, max_tokens=N_TOKENS)

@@ -119,7 +119,7 @@ def test_label_all_pairs_every_two_answer_sets():
 def test_generation_key_tells_a_biased_formula_from_plain_decoding():
     # A lexical- or length-only profile has no attribute weights: without its biases in the key its
     # answers were read back as the plain ones from the log.
-    from drift_cpp.decoding import Sampling
+    from drift_cpp.steer.session import Sampling
     s = Sampling(seed=1, max_tokens=8)
     plain = gj.GenerationLog.key("m", [], 0.0, "q", s)
     assert gj.GenerationLog.key("m", [], 0.0, "q", s, None) == plain  # logs made before the biases stay valid
@@ -132,8 +132,8 @@ def test_generation_key_tells_the_guard_and_the_samplers_apart_and_keeps_old_key
     # Issue 19: the guard (a formula field) and DRY / penalties (sampler fields) decide the text too.
     import dataclasses
 
-    from drift_cpp.decoding import Sampling
-    from drift_cpp.formula import Formula
+    from drift_cpp.steer.session import Sampling
+    from drift_cpp.steer.formula import Formula
     s = Sampling(seed=1, max_tokens=8)
     f = Formula.plain()
     old = gj.GenerationLog.key("m", [["concise", 0.5]], 0.5, "q", s)

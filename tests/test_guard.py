@@ -4,9 +4,9 @@ decoding through them against an independent decoder over llama-cpp-python's Lla
 import numpy as np
 import pytest
 
-from drift_cpp.decoding import Drift, EngineOptions, Sampling
-from drift_cpp.formula import Formula
-from drift_cpp.profile import Profile
+from drift_cpp.steer.session import Drift, EngineOptions, Sampling
+from drift_cpp.steer.build import drift_formula
+from drift_cpp.fit.profile import Profile
 from drift_cpp.runtime import _core
 
 PROMPT = "How do I boil an egg?"
@@ -18,7 +18,7 @@ BETA = 0.1
 
 def _session(smollm, plausibility=0.0, max_kl=0.0) -> Drift:
     profile = Profile.with_weights(smollm, WEIGHTS)
-    drift = Drift(formula=Formula.drift(None, [(profile, 1.0)], BETA).with_guard(plausibility, max_kl),
+    drift = Drift(formula=drift_formula(None, [(profile, 1.0)], BETA).with_guard(plausibility, max_kl),
                   engine=EngineOptions(n_ctx=128))
     drift._sync(0, HISTORY)
     return drift

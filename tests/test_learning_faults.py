@@ -13,11 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
-from drift_cpp.attributes import builtin_attributes
+from drift_cpp.score.attributes import builtin_attributes
 from drift_cpp.preferences import load_pairs
-from drift_cpp.profile import Profile
-from drift_cpp.score_cache import ScoreCache
-from drift_cpp.scorer import Scorer
+from drift_cpp.fit.profile import Profile
+from drift_cpp.score.cache import ScoreCache
+from drift_cpp.score.scorer import Scorer
 from test_reliability import run
 
 ATTRS = "concise,humor"
@@ -90,7 +90,7 @@ def test_a_list_of_picks_is_applied_whole_or_not_at_all(server):
 
 def _two_folders(tmp_path):
     """a/prefs.jsonl and b/prefs.jsonl: same name, different pairs, no ids (the demo's first and next 3)."""
-    from drift_cpp.cli import DEMO_PAIRS
+    from drift_cpp.demo import DEMO_PAIRS
     records = [json.loads(line) for line in DEMO_PAIRS.read_text().splitlines()]
     for folder, part in (("a", records[:3]), ("b", records[3:6])):
         (tmp_path / folder).mkdir()

@@ -22,7 +22,7 @@ VOLATILE = ("created_at", "updated_at", "cost")
 
 @pytest.fixture(scope="module")
 def users(tmp_path_factory):
-    from drift_cpp.cli import DEMO_PAIRS
+    from drift_cpp.demo import DEMO_PAIRS
     pairs = load_pairs(DEMO_PAIRS)
     d = tmp_path_factory.mktemp("users")
     write_pairs(d / "alice.jsonl", pairs[:3])

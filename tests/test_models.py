@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from drift_cpp.decoding import Drift, Sampling
+from drift_cpp.steer.session import Drift, Sampling
 from drift_cpp.errors import DriftError
 from drift_cpp.models import PRESETS, ModelOptions, Part, Preset, assemble_preset, load_model, presets_markdown
-from drift_cpp.profile import Profile
+from drift_cpp.fit.profile import Profile
 from drift_cpp.runtime import _core
 
 ROOT = Path(__file__).resolve().parents[1]

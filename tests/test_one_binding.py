@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import openai
 
-from drift_cpp.decoding import Drift, Sampling
-from drift_cpp.formula import Formula
+from drift_cpp.steer.session import Drift, Sampling
+from drift_cpp.steer.build import drift_formula
 from drift_cpp.models import ModelOptions
-from drift_cpp.profile import Profile
+from drift_cpp.fit.profile import Profile
 from serving import KEY, running
 from test_choice import synthetic_profile
 
@@ -42,7 +42,7 @@ def test_generate_chat_session_and_server_give_one_answer(smollm, tmp_path):
     profile.save(path)
     env = dict(os.environ, DRIFT_CPP_CACHE=str(tmp_path / "cache"))
 
-    formula = Formula.drift(None, [(Profile.load(path), 1.0)], BETA).with_guard(PLAUSIBILITY)
+    formula = drift_formula(None, [(Profile.load(path), 1.0)], BETA).with_guard(PLAUSIBILITY)
     greedy = Sampling(temperature=0, max_tokens=TOKENS)
     session = Drift(formula=formula, options=ModelOptions(threads=1)).generate(PROMPT, greedy).text
     unbiased = Drift(formula=replace(formula, eos=0.0, words=()), options=ModelOptions(threads=1))

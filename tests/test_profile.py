@@ -7,18 +7,18 @@ import sys
 import numpy as np
 import pytest
 
-from drift_cpp.attributes import Attribute, builtin_attributes
+from drift_cpp.score.attributes import Attribute, builtin_attributes
 from drift_cpp.errors import DriftError
 from drift_cpp.preferences import load_pairs, write_pairs
-from drift_cpp.profile import FitOptions, Profile, reward_features
-from drift_cpp.scorer import ScoreRequest, Scorer
+from drift_cpp.fit.profile import FitOptions, Profile, reward_features
+from drift_cpp.score.scorer import ScoreRequest, Scorer
 
 ATTRS = ("concise", "formal", "humor", "analytic", "storyteller", "exclamatory")
 
 
 @pytest.fixture(scope="module")
 def demo_pairs():
-    from drift_cpp.cli import DEMO_PAIRS
+    from drift_cpp.demo import DEMO_PAIRS
     return load_pairs(DEMO_PAIRS)[:6]
 
 

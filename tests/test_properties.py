@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from serving import AUTH, running
 
 from drift_cpp import profile_file as pf
-from drift_cpp.attributes import builtin_attributes, load_attributes_file
+from drift_cpp.score.attributes import builtin_attributes, load_attributes_file
 from drift_cpp.cli import main
 from drift_cpp.errors import DriftError
 from drift_cpp.preferences import load_pairs, write_pairs
-from drift_cpp.profile import Profile
+from drift_cpp.fit.profile import Profile
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -151,7 +151,7 @@ def test_profiles_load_or_fail_cleanly(changes, drop, how, raw):
 
 
 def valid_formula() -> dict:
-    from drift_cpp.formula import LLM, SLM, Formula, Term
+    from drift_cpp.steer.formula import LLM, SLM, Formula, Term
     identity = {"name": "m.gguf", "sha256": "0" * 64}
     formula = Formula((Term(LLM, "You are an AI assistant.", 1.0, label=LLM),
                        Term(SLM, "You are concise.", 0.6, per_beta=True, label="concise"),
@@ -173,7 +173,7 @@ formula_changes = st.lists(st.one_of(
 def test_formulas_load_or_fail_cleanly(changes, how, raw):
     """A saved formula loads, checked (Formula.check), and saves back as itself; or its error is one
     line naming the file."""
-    from drift_cpp.formula import Formula
+    from drift_cpp.steer.formula import Formula
     obj = valid_formula()
     for name, value in changes:
         if name == "term":

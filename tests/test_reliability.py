@@ -13,14 +13,14 @@ from click.testing import CliRunner
 
 from drift_cpp import fileio
 from drift_cpp import profile_file as pf
-from drift_cpp.attributes import builtin_attributes, load_attributes_file
-from drift_cpp.cli import DEMO_PAIRS, main
-from drift_cpp.decoding import Drift, Sampling
+from drift_cpp.score.attributes import builtin_attributes, load_attributes_file
+from drift_cpp.demo import DEMO_PAIRS, main
+from drift_cpp.steer.session import Drift, Sampling
 from drift_cpp.params import BETA_RANGE, check_beta
 from drift_cpp.errors import DriftError
 from drift_cpp.models import ModelOptions
 from drift_cpp.preferences import load_pairs
-from drift_cpp.score_cache import ScoreCache
+from drift_cpp.score.cache import ScoreCache
 
 GOOD = {"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."}
 
@@ -431,7 +431,7 @@ def test_chat_beta_names_the_command_and_the_value(smollm):
 
 
 def test_a_model_of_the_same_name_is_told_apart_by_content(smollm):
-    from drift_cpp.profile import Profile
+    from drift_cpp.fit.profile import Profile
     profile = Profile.with_weights(smollm, {"concise": 1.0})
     profile.model = {**smollm.identity, "sha256": "0" * 64}  # a copy of the file, changed
     with pytest.raises(DriftError) as e:

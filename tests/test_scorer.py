@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from drift_cpp.errors import DriftError
-from drift_cpp.scorer import ScoreRequest, Scorer
+from drift_cpp.score.scorer import ScoreRequest, Scorer
 
 SYSTEMS = ["You are an AI assistant.", "You are a humorous AI assistant."]
 QUESTIONS = ["What is the capital of France?", "Explain photosynthesis briefly."]
@@ -61,7 +61,7 @@ def test_batched_shared_and_one_at_a_time_agree(smollm):
 
 
 def test_cache_resumes_and_returns_same_scores(smollm, tmp_cache):
-    from drift_cpp.score_cache import ScoreCache
+    from drift_cpp.score.cache import ScoreCache
     reqs = requests()[:4]
     first = Scorer(smollm, cache=ScoreCache(), progress=False).score(reqs)
     scorer = Scorer(smollm, cache=ScoreCache(), progress=False)
@@ -121,7 +121,7 @@ def test_a_model_changed_in_the_middle_does_not_reuse_the_originals_scores(smoll
     # A copy with 4 KiB zeroed mid-file used to share the original's identity (size, first and
     # last MiB), and so its cached scores. The identity is now the sha256 of the whole file.
     from drift_cpp.models import HASHES_FILE, Model
-    from drift_cpp.score_cache import ScoreCache
+    from drift_cpp.score.cache import ScoreCache
 
     data = bytearray(smollm.path.read_bytes())
     middle = len(data) // 2

@@ -7,13 +7,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from drift_cpp import approximation, screening
-from drift_cpp.attributes import builtin_attributes
+from drift_cpp.score.attributes import builtin_attributes
 from drift_cpp.errors import DriftError
 from drift_cpp.preferences import load_pairs
-from drift_cpp.profile import FitOptions, Profile, reward_features
-from drift_cpp.score_cache import ScoreCache
-from drift_cpp.scorer import Scorer
-from drift_cpp.screening import ScreenOptions
+from drift_cpp.fit.profile import FitOptions, Profile, reward_features
+from drift_cpp.score.cache import ScoreCache
+from drift_cpp.score.scorer import Scorer
+from drift_cpp.fit.screening import ScreenOptions
 
 ATTRS = ("concise", "formal", "humor", "analytic", "storyteller")
 # Small enough that 8 pairs go through two screening decisions, each dropping attributes.
@@ -84,7 +84,7 @@ def test_options_are_checked():
 # -- screened profiles ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pairs():
-    from drift_cpp.cli import DEMO_PAIRS
+    from drift_cpp.demo import DEMO_PAIRS
     return load_pairs(DEMO_PAIRS)[:8]
 
 

@@ -17,7 +17,7 @@ import openai
 import pytest
 from serving import AUTH, KEY, default_max_body, free_port, running
 
-from drift_cpp.profile import Profile
+from drift_cpp.fit.profile import Profile
 
 PROMPT = [{"role": "user", "content": "Tell me about the ocean."}]
 LONG_PROMPT = [{"role": "user", "content": "Write a long essay about the ocean, with ten sections."}]

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from drift_cpp.decoding import Drift, Sampling
-from drift_cpp.profile import Profile
+from drift_cpp.steer.session import Drift, Sampling
+from drift_cpp.fit.profile import Profile
 
 GREEDY = Sampling(temperature=0, max_tokens=24)
 PROMPT = "Tell me about the ocean."

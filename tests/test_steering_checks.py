@@ -6,8 +6,8 @@ import json
 import pytest
 
 from drift_cpp.errors import DriftError
-from drift_cpp.formula import Formula
-from drift_cpp.profile import Profile
+from drift_cpp.steer.formula import Formula
+from drift_cpp.fit.profile import Profile
 from test_reliability import run
 
 

@@ -61,7 +61,7 @@ def report_name(llm: Optional[str], slm: Optional[str], quick: bool) -> str:
 def bench_scorer(model, quick: bool) -> dict:
     """Our scorer vs llama-cpp-python's Llama.eval prefill of each prompt + response."""
     from .runtime import reference_llama
-    from .scorer import ScoreRequest, Scorer
+    from .score.scorer import ScoreRequest, Scorer
 
     n_q = 2 if quick else 6
     responses = [
@@ -101,8 +101,8 @@ def bench_scorer(model, quick: bool) -> dict:
 
 def _profile_with(slm, m: int):
     """Random unit weights on the first m attributes of the library."""
-    from .attributes import builtin_attributes
-    from .profile import Profile
+    from .score.attributes import builtin_attributes
+    from .fit.profile import Profile
 
     w = np.random.default_rng(m).normal(size=m)
     w /= np.linalg.norm(w)
@@ -114,7 +114,7 @@ class _Naive:
     each attribute), fused in numpy."""
 
     def __init__(self, drift, prompt: str):
-        from .formula import LLM
+        from .steer.formula import LLM
         from .runtime import reference_llama
 
         formula = drift.formula
@@ -143,7 +143,7 @@ class _Naive:
 
 def _measure(drift, prompt: str, n: int) -> dict:
     """One configuration once: its raw decode calls, then the real Drift steps, from the same prompt."""
-    from .decoding import Sampling
+    from .steer.session import Sampling
 
     drift._sync(0, [{"role": "user", "content": prompt}])
     start = time.perf_counter()
@@ -160,7 +160,7 @@ def _spread(values: list[float]) -> dict:
 
 def bench_decoding(llm: Optional[str], slm: Optional[str], options: ModelOptions, quick: bool, reps: int,
                    n: int) -> dict:
-    from .decoding import Drift
+    from .steer.session import Drift
     from .models import load_model
 
     m_values = M_VALUES[:2] if quick else M_VALUES

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from functools import wraps
 from pathlib import Path
 from typing import Optional
@@ -15,14 +16,6 @@ import click
 from . import params
 from .errors import DriftError
 
-DEMO_PAIRS = Path(__file__).parent / "data" / "demo_pairs.jsonl"
-# The demo scores these 14 style attributes (of the 41) to stay within a few minutes on 2 cores.
-DEMO_ATTRIBUTES = ("concise", "formal", "vivid", "humor", "energy", "easy", "direct", "exclamatory",
-                   "storyteller", "old_fashioned", "internet_slang", "analytic", "empathetic", "creative")
-DEMO_PROMPTS = ("How do I boil an egg?", "Why is the sky blue?")
-# The demo steers its top 3 attributes at beta 1 under the default guard: at beta 0.5 the guarded egg
-# answer became a list that kept no fact a correct answer needs (docs/results/steering_guard).
-DEMO_TOP, DEMO_BETA = 3, 1.0
 
 
 def _one_line(text: str) -> str:
@@ -85,13 +78,13 @@ def _model(ctx, spec):
 
 def _cache(no_cache):
     """Opened (and so checked) before any model is loaded."""
-    from .score_cache import ScoreCache
+    from .score.cache import ScoreCache
     return None if no_cache else ScoreCache()
 
 
 def _scorer(ctx, spec, cache, max_response_tokens=params.DEFAULT_MAX_RESPONSE_TOKENS):
-    from .scorer import Scorer
-    return Scorer(_model(ctx, spec), cache=cache, max_response_tokens=max_response_tokens)
+    from .score.scorer import Scorer
+    return Scorer(_model(ctx, spec), cache=cache, max_response_tokens=max_response_tokens, progress=TokenProgress)
 
 
 def _checked(module, check):
@@ -139,7 +132,7 @@ def main(ctx, verbose, threads, n_gpu_layers, chat_template):
 def score(ctx, system, prompt, response, model, as_json):
     """Log-probability of RESPONSE to PROMPT under SYSTEM."""
     from .fileio import check_utf8
-    from .scorer import ScoreRequest
+    from .score.scorer import ScoreRequest
     for name, text in (("--system", system), ("--prompt", prompt), ("--response", response)):
         check_utf8(text, name)
         if not text.strip():  # each named here: the scorer's own check would name only the request
@@ -155,7 +148,7 @@ def score(ctx, system, prompt, response, model, as_json):
 
 
 def _attribute_set(attributes_file, include, exclude):
-    from .attributes import builtin_attributes, load_attributes_file
+    from .score.attributes import builtin_attributes, load_attributes_file
     attrs = builtin_attributes()
     if attributes_file:
         attrs = load_attributes_file(attributes_file, into=attrs)
@@ -197,8 +190,8 @@ def _fit_options(f):
 def _fit_setup(top, normalize, method, l2, family, max_response_tokens, attributes_file, include, exclude,
                decode_exclude, exhaustive):
     """(FitOptions, attributes, decode_exclude, screen options or None), all checked before any model loads."""
-    from .profile import FitOptions, Profile
-    from .screening import ScreenOptions
+    from .fit.profile import FitOptions, Profile
+    from .fit.screening import ScreenOptions
     chosen = {k: v for k, v in (("method", method), ("l2", l2), ("family", family)) if v is not None}
     options = FitOptions(top, normalize, max_response_tokens=max_response_tokens, **chosen)
     options.check()
@@ -221,7 +214,7 @@ def approximate(ctx, prefs, output, slm, top, attributes_file, include, exclude,
     and a few at random (attribute screening); --exhaustive scores them all."""
     from .fileio import check_output
     from .preferences import load_pairs
-    from .profile import Profile
+    from .fit.profile import Profile
     options, attrs, decode_exclude, screen = _fit_setup(top, normalize, method, l2, family, max_response_tokens,
                                                         attributes_file, include, exclude, decode_exclude, exhaustive)
     check_output(output, inputs=[prefs, attributes_file])
@@ -248,8 +241,8 @@ def approximate(ctx, prefs, output, slm, top, attributes_file, include, exclude,
 def approximate_many(ctx, pairs_dir, out_dir, workers, ray_address, slm, top, attributes_file, include, exclude,
                      decode_exclude, normalize, method, l2, family, max_response_tokens, no_cache, exhaustive, as_json):
     """Fit one profile per user file of PAIRS_DIR; users whose profile is up to date are skipped."""
-    from .many import Job, approximate_many as run
-    from .scorer import Cost
+    from .fit.many import Job, approximate_many as run
+    from .score.scorer import Cost
     options, attrs, decode_exclude, screen = _fit_setup(top, normalize, method, l2, family, max_response_tokens,
                                                         attributes_file, include, exclude, decode_exclude, exhaustive)
     job = Job(slm, _options(ctx), attrs, options, screen, tuple(decode_exclude))
@@ -295,7 +288,7 @@ def _show(profile, width: int = 30):
     """The chosen model in words, then the attributes ranked by W−L per pair (the paper's unit implicit
     preference), with bars."""
     if profile.choice is not None:
-        from .choice import explain
+        from .fit.choice import explain
         names = {a.id: a.name for a in profile.attributes.attributes}
         for line in explain(profile.choice, [(names[a.id], w) for a, w in profile.decoding_weights()],
                             profile.word_weights()):
@@ -327,12 +320,12 @@ def profile():
 def profile_show(path, as_json, plot):
     """Attributes ranked by the user's unit implicit preference."""
     from .fileio import check_output
-    from .profile import Profile
+    from .fit.profile import Profile
     if plot:
         check_output(plot, inputs=[path])
     prof = Profile.load(path)
     if as_json:
-        from .learning import report
+        from .fit.learning import report
         click.echo(json.dumps(report(prof), indent=2))
     else:
         o = prof.options
@@ -374,7 +367,7 @@ def profile_update(ctx, path, more, slm, no_cache, as_json):
     """Add the new pairs of MORE (only those are scored; a screened profile keeps screening)."""
     from .fileio import check_output
     from .preferences import load_pairs
-    from .profile import Profile
+    from .fit.profile import Profile
     check_output(path, inputs=[more])
     prof = Profile.load(path)
     prof.check_updatable()
@@ -399,10 +392,10 @@ def profile_update(ctx, path, more, slm, no_cache, as_json):
 @_errors
 def profile_add_attributes(ctx, path, prefs, attributes_file, slm, no_cache):
     """Add attributes from a TOML/JSON file; only their columns are scored. PREFS are the profile's pairs."""
-    from .attributes import load_attributes_file
+    from .score.attributes import load_attributes_file
     from .fileio import check_output
     from .preferences import load_pairs
-    from .profile import Profile
+    from .fit.profile import Profile
     check_output(path, inputs=[prefs, attributes_file])
     prof = Profile.load(path)
     prof.check_updatable()
@@ -423,9 +416,9 @@ def profile_add_attributes(ctx, path, prefs, attributes_file, slm, no_cache):
 @_errors
 def predict(ctx, profile_path, pairs_path, slm, as_json, no_cache):
     """Predicted preference for each pair, and the accuracy (pairs are labelled: 'chosen' is preferred)."""
-    from . import approximation
+    from .fit import approximation
     from .preferences import load_pairs
-    from .profile import Profile
+    from .fit.profile import Profile
     prof = Profile.load(profile_path)
     pairs = load_pairs(pairs_path)
     margins = prof.predict(pairs, _scorer(ctx, slm, _cache(no_cache), prof.options.max_response_tokens))
@@ -527,8 +520,9 @@ class DriftConfig:
 def _formula(cfg: DriftConfig):
     """The formula the options describe, checked (files, ids, numbers) before any model is loaded."""
     from .fileio import check_output, check_utf8
-    from .formula import Formula
-    from .profile import Profile
+    from .steer.formula import Formula
+    from .steer.build import drift_formula
+    from .fit.profile import Profile
     for text, name in ((cfg.system, "--system"), (cfg.negative_system, "--negative-system")):
         if text is not None:
             check_utf8(text, name)
@@ -554,7 +548,7 @@ def _formula(cfg: DriftConfig):
         formula = Formula.load(cfg.formula_path)
     else:
         profiles = [(Profile.load(path), weight) for path, weight in blend]
-        formula = Formula.drift(cfg.system, profiles, params.DEFAULT_BETA if cfg.beta is None else cfg.beta,
+        formula = drift_formula(cfg.system, profiles, params.DEFAULT_BETA if cfg.beta is None else cfg.beta,
                                 cfg.top_attributes, _ids(cfg.exclude) or [])
         if cfg.negative_system is not None:
             formula = formula.with_cfg(cfg.negative_system, 1.0 if cfg.cfg_scale is None else cfg.cfg_scale)
@@ -566,7 +560,7 @@ def _formula(cfg: DriftConfig):
 
 
 def _make_drift(ctx, cfg: DriftConfig, formula, compare: bool = False):
-    from .decoding import Drift
+    from .steer.session import Drift
     drift = Drift(cfg.llm, cfg.slm, formula=formula, engine=params.EngineOptions(cfg.n_ctx, cfg.n_batch),
                   options=_options(ctx), compare=compare)
     if cfg.save_formula:
@@ -654,7 +648,7 @@ def _learning_target(cfg: DriftConfig) -> Optional[Path]:
 
 def _chat_formula(cfg: DriftConfig, target: Optional[Path]):
     """A profile being learned decodes plain until it has MIN_PROFILE_PAIRS pairs (or does not exist yet)."""
-    from . import learning
+    from .fit import learning
     if target is not None and not learning.steers(learning.load(target)):
         return _formula(dataclasses.replace(cfg, profiles=()))
     return _formula(cfg)
@@ -701,22 +695,22 @@ class _Learner:
 
     def ready(self) -> None:
         """The profile, its pairs file and its folder can take a pick, and the scorer is loaded."""
-        from . import learning
+        from .fit import learning
         learning.check(self.need())
         if self._scorer is None:
             self._scorer = _scorer(self.ctx, self.cfg.slm, _cache(False))
 
     def _learn(self, drift, pair):
-        from . import learning
+        from .fit import learning
         update = learning.add(self.target, [pair], self._scorer, self.attributes)
         return self._report(drift, update, "learned")
 
     def undo(self, drift):
-        from . import learning
+        from .fit import learning
         return self._report(drift, learning.undo(self.need()), "undone")
 
     def _report(self, drift, update, what):
-        from . import learning
+        from .fit import learning
         n = update.profile.n_pairs if update.profile else 0
         state = "" if learning.steers(update.profile) and n else f"; plain decoding until {params.MIN_PROFILE_PAIRS} pairs"
         click.echo(f"({what}: {n} pairs in {self.target}{state}; {update.describe()})")
@@ -872,7 +866,7 @@ def serve(ctx, profiles_dir, host, port, api_key, max_body_bytes, slots, attribu
         from . import server
     except ImportError as e:
         raise DriftError(f"serve needs the server extra: pip install 'drift-cpp[server]' ({e})") from None
-    from .batching import Batcher
+    from .steer.batching import Batcher
     cfg = DriftConfig(**options)
     _formula(cfg)  # checks --system, --top-attributes and the engine options before any model loads
     attrs = _attribute_set(attributes_file, include, None)
@@ -891,19 +885,16 @@ def serve(ctx, profiles_dir, host, port, api_key, max_body_bytes, slots, attribu
 @_errors
 def demo(ctx, no_cache, llm, slm):
     """Fit a profile from the bundled example pairs and show what it does to two answers."""
-    from .attributes import builtin_attributes
-    from .decoding import Drift, Sampling
+    from .demo import DEMO_ATTRIBUTES, DEMO_BETA, DEMO_PAIRS, DEMO_PROMPTS, demo_profile
     from .preferences import load_pairs
-    from .profile import FitOptions, Profile
+    from .steer.session import Drift, Sampling
     pairs = load_pairs(DEMO_PAIRS)
     click.echo(f"The example persona wants short, direct answers: {len(pairs)} preference pairs in {DEMO_PAIRS.name}.")
     click.echo(f"Scoring them under {len(DEMO_ATTRIBUTES)} of the 41 attributes with "
                f"{slm or 'the embedded model'} (minutes the first time, seconds from the cache)...")
     # The paper's attribute model on whole responses under every attribute: the demo's settings were
     # chosen so (docs/results.md, "The demo's settings"), and 12 pairs cost little to score in full.
-    scorer = _scorer(ctx, slm, _cache(no_cache), max_response_tokens=0)
-    profile = Profile.fit(pairs, scorer, builtin_attributes().select(DEMO_ATTRIBUTES),
-                          FitOptions(top=DEMO_TOP, family="attributes"), screen=None)
+    profile = demo_profile(pairs, _scorer(ctx, slm, _cache(no_cache), max_response_tokens=0))
     click.echo("\nTop attributes of this persona:")
     for a, w in profile.decoding_weights():
         click.echo(f"  {a.id:<16}{w:+.3f}")
@@ -937,7 +928,7 @@ def evaluate(ctx, prefs, slm, splits, attributes_file, include, exclude, max_res
     from . import evaluation
     from .fileio import check_output
     from .preferences import load_pairs
-    from .profile import reward_features
+    from .fit.profile import reward_features
     if plot:
         check_output(plot, inputs=[prefs, attributes_file])
     pairs = load_pairs(prefs)
@@ -1000,3 +991,48 @@ def bench(ctx, out, quick, llm, slm, reps, tokens, note):
 
 if __name__ == "__main__":
     main()
+
+
+class TokenProgress:
+    """A click progress bar over items, with tokens/s and the ETA.
+
+    The ETA comes from tokens, not items: items differ in length, and the tokens still to
+    evaluate are known in advance (planned_tokens)."""
+
+    def __init__(self, label: str, n_items: int, planned: int):
+        self.start = time.monotonic()
+        self.base = None  # the scorer's token count when this bar started
+        self.rate = 0.0
+        self.planned, self.done = planned, 0
+        self.bar = click.progressbar(length=n_items, label=label, show_eta=False, show_pos=True,
+                                     file=sys.stderr, item_show_func=lambda _: self.status())
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def evaluated(self, tokens_so_far: int) -> None:
+        """Called by the native scorer after each llama_decode."""
+        if self.base is None:
+            self.base = tokens_so_far
+            self.start = time.monotonic()
+        self.done = tokens_so_far - self.base
+        self.rate = self.done / max(time.monotonic() - self.start, 1e-9)
+        self.bar.render_progress()
+
+    def eta_seconds(self) -> Optional[float]:
+        if self.rate <= 0:
+            return None
+        return max(self.planned - self.done, 0) / self.rate
+
+    def status(self) -> str:
+        eta = self.eta_seconds()
+        if eta is None:
+            return f"{self.planned:,} tokens to evaluate"
+        return f"{self.rate:.0f} tok/s, ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+
+    def advance(self, n_items: int) -> None:
+        self.bar.update(n_items)

@@ -31,18 +31,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
 
-from . import learning
-from .attributes import AttributeSet
-from .batching import Batcher, Job
-from .binding import Binding
-from .decoding import check_history
+from .fit import learning
+from .score.attributes import AttributeSet
+from .steer.batching import Batcher, Job
+from .steer.binding import Binding
+from .steer.session import check_history
 from .errors import DriftError
-from .formula import LLM, SLM, Formula
+from .steer.formula import LLM, SLM, Formula
+from .steer.build import drift_formula
 from .models import cache_dir
 from .params import Sampling, check_beta
 from .preferences import pair_from
-from .profile import Profile
-from .scorer import Scorer
+from .fit.profile import Profile
+from .score.scorer import Scorer
 
 log = logging.getLogger("drift_cpp.server")
 DISCONNECT_POLL_S = 0.1  # how often a request answered in one piece checks that its client is still there
@@ -159,7 +160,7 @@ class Server:
         profile = None if request.user is None else self.profile(request.user)
         if not learning.steers(profile):
             return Formula.plain(self.system, beta)
-        formula = Formula.drift(self.system, [(profile, 1.0)], beta, self.top_attributes)
+        formula = drift_formula(self.system, [(profile, 1.0)], beta, self.top_attributes)
         if request.plausibility is None and request.max_kl is None:
             return formula
         try:

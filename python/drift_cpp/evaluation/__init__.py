@@ -27,7 +27,8 @@ seeds, so the same arguments give the same numbers, and all methods see the same
 """
 
 from .methods import (BASELINES, Fold, MethodSpec, best_single, bow_rm, bt, drift, evaluate, logistic, longer,
-                      resolve_methods, standardize, tfidf_fit, tfidf_transform, tokenize, with_length)
+                      resolve_methods, standardize, with_length)
+from ..fit.features import tfidf_fit, tfidf_transform, tokenize
 from .protocols import (DEFAULT_SEED, MIN_TEST, USER_KS, average_results, best_by_k, cross_validate,
                         group_partition, holdout, user_methods)
 from .reports import format_table, plot, plot_bars

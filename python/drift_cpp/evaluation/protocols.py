@@ -9,7 +9,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .. import approximation
+from ..fit import approximation
 from ..errors import DriftError
 from .methods import BASELINES, Fold, MethodSpec, resolve_methods
 

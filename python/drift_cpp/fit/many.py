@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from . import profile_file
-from .attributes import AttributeSet
-from .errors import DriftError
-from .fileio import check_output
-from .models import ModelOptions, load_model
-from .preferences import PAIR_SUFFIXES, PreferencePair, load_pairs
+from ..score.attributes import AttributeSet
+from ..errors import DriftError
+from ..fileio import check_output
+from ..models import ModelOptions, load_model
+from ..preferences import PAIR_SUFFIXES, PreferencePair, load_pairs
 from .profile import FitOptions, Profile, pair_requests
-from .score_cache import MemoryCache
-from .scorer import Scorer, request_key
+from ..score.cache import MemoryCache
+from ..score.scorer import Scorer, request_key
 from .screening import ScreenOptions
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
-from .attributes import parse_entry
+from ..score.attributes import parse_entry
 from .choice import FAMILIES
-from .errors import DriftError
-from .fileio import atomic_write_text, parse_json, read_text
+from .options import FitOptions
+from ..errors import DriftError
+from ..fileio import atomic_write_text, parse_json, read_text
 
 SCHEMA_VERSION = 1
 
@@ -186,7 +187,6 @@ def _options(values: dict) -> dict:
         ok, what = _OPTIONS[key]
         if not ok(value):
             raise _Invalid(f"field 'options.{key}' must be {what}, got {value!r}")
-    from .profile import FitOptions  # profile imports this module
 
     try:
         FitOptions(**values).check(name=lambda key: f"field 'options.{key}'")

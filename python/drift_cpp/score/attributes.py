@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Iterable, Mapping
 
-from .errors import DriftError
-from .fileio import check_utf8, read_document
+from ..errors import DriftError
+from ..fileio import check_utf8, read_document
 
 BASE_ID = "base"
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")

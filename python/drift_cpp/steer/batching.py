@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .binding import Binding, check_history, native_sampling
-from .decoding import Generation
-from .errors import DriftError
+from .session import Generation
+from ..errors import DriftError
 from .formula import LLM, SLM, Formula
-from .models import Model
-from .params import EngineOptions, Sampling
-from .runtime import _core
+from ..models import Model
+from ..params import EngineOptions, Sampling
+from ..runtime import _core
 
 QUIET_S = 0.005   # a burst of requests arrives within this of each other
 WINDOW_S = 0.05   # the longest a first request waits for others

@@ -5,20 +5,18 @@ r_i(y|x) = log π(y|x,s_i) − log π(y|x,s_0)  (paper section 3.1, differential
 
 from __future__ import annotations
 
-import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, astuple, dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-import click
 import numpy as np
 
-from .chat import as_messages
-from .errors import DriftError
-from .models import Model
-from .params import DEFAULT_MAX_RESPONSE_TOKENS, EngineOptions
-from .score_cache import ScoreCache, score_key
+from ..chat import as_messages
+from ..errors import DriftError
+from ..models import Model
+from ..params import DEFAULT_MAX_RESPONSE_TOKENS, EngineOptions
+from .cache import ScoreCache, score_key
 
 CHUNK_ITEMS = 16  # items scored between two cache writes
 
@@ -95,14 +93,16 @@ def request_key(model: Model, max_response_tokens: int, request: ScoreRequest) -
 class Scorer:
     def __init__(self, model: Model, n_ctx: int = EngineOptions.n_ctx, n_batch: int = EngineOptions.n_batch,
                  cache: Optional[ScoreCache] = None, max_response_tokens: int = DEFAULT_MAX_RESPONSE_TOKENS,
-                 progress: bool = True):
-        from .runtime import _core
+                 progress: Optional[Callable[[str, int, int], Any]] = None):
+        from ..runtime import _core
 
         check_max_response_tokens(max_response_tokens)
         self.model = model
         self.core = _core.Scorer(model.core, n_ctx=n_ctx, n_batch=n_batch, n_threads=model.options.n_threads)
         self.cache = cache
         self.max_response_tokens = max_response_tokens
+        # progress(label, n_items, planned_tokens) -> a context manager with evaluated(tokens) and advance(items):
+        # the CLI passes a progress bar; the Python API is silent by default.
         self.progress = progress
         self.cost = Cost()  # everything this scorer has scored so far
 
@@ -179,13 +179,15 @@ class Scorer:
         unique, keys, done, work = self._plan(requests)
 
         planned = planned_tokens([(p, t) for _, p, t in work])
-        with _Progress(what, len(work), planned, enabled=self.progress and bool(work)) as bar:
+        bar = self.progress(what, len(work), planned) if self.progress and work else None
+        with bar or nullcontext():
             for i in range(0, len(work), CHUNK_ITEMS):
                 chunk = work[i : i + CHUNK_ITEMS]
-                results = self.core.score([(p, t) for _, p, t in chunk], False, bar.evaluated)
+                results = self.core.score([(p, t) for _, p, t in chunk], False, bar.evaluated if bar else None)
                 entries = [(k, lp, len(t)) for (k, _, t), (lp, _) in zip(chunk, results)]
                 done.update(self.cache.put_many(entries) if self.cache else {k: (lp, n) for k, lp, n in entries})
-                bar.advance(len(chunk))
+                if bar:
+                    bar.advance(len(chunk))
 
         self.cost += Cost(self.core.stats["evaluated_tokens"] - tokens, time.monotonic() - start,
                           len(work), len(unique) - len(work))
@@ -201,54 +203,3 @@ class Scorer:
         prompt, response = self.tokens(request, self.model.render(self._messages(request)))
         (_, per_token), = self.core.score([(prompt, response)], True)
         return response, per_token
-
-
-class _Progress:
-    """A click progress bar over items, with tokens/s and the ETA.
-
-    The ETA comes from tokens, not items: items differ in length, and the tokens still to
-    evaluate are known in advance (planned_tokens)."""
-
-    def __init__(self, label: str, n_items: int, planned: int, enabled: bool):
-        self.enabled = enabled
-        self.start = time.monotonic()
-        self.base = None  # the scorer's token count when this bar started
-        self.rate = 0.0
-        self.planned, self.done = planned, 0
-        if enabled:
-            self.bar = click.progressbar(length=n_items, label=label, show_eta=False, show_pos=True,
-                                         file=sys.stderr, item_show_func=lambda _: self.status())
-
-    def __enter__(self):
-        if self.enabled:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-
-    def evaluated(self, tokens_so_far: int) -> None:
-        """Called by the native scorer after each llama_decode."""
-        if self.base is None:
-            self.base = tokens_so_far
-            self.start = time.monotonic()
-        self.done = tokens_so_far - self.base
-        self.rate = self.done / max(time.monotonic() - self.start, 1e-9)
-        if self.enabled:
-            self.bar.render_progress()
-
-    def eta_seconds(self) -> Optional[float]:
-        if self.rate <= 0:
-            return None
-        return max(self.planned - self.done, 0) / self.rate
-
-    def status(self) -> str:
-        eta = self.eta_seconds()
-        if eta is None:
-            return f"{self.planned:,} tokens to evaluate"
-        return f"{self.rate:.0f} tok/s, ETA {int(eta) // 60}:{int(eta) % 60:02d}"
-
-    def advance(self, n_items: int) -> None:
-        if self.enabled:
-            self.bar.update(n_items)

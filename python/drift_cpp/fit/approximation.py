@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DriftError
+from ..errors import DriftError
 
 METHODS = ("qp", "logistic", "bt")
 DEFAULT_METHOD = "bt"

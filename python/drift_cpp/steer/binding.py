@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from .errors import DriftError
-from .fileio import check_utf8
+from ..errors import DriftError
+from ..fileio import check_utf8
 from .formula import LLM, Formula
-from .models import Model
-from .params import Sampling
-from .runtime import _core
+from ..models import Model
+from ..params import Sampling
+from ..runtime import _core
 
 
 class Sequence:

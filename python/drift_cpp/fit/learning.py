@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .attributes import AttributeSet
-from .errors import DriftError
-from .fileio import check_output
-from .params import MIN_PROFILE_PAIRS
-from .preferences import PreferencePair, load_pairs, write_pairs
+from ..score.attributes import AttributeSet
+from ..errors import DriftError
+from ..fileio import check_output
+from ..params import MIN_PROFILE_PAIRS
+from ..preferences import PreferencePair, load_pairs, write_pairs
 from .profile import FitOptions, Profile
-from .scorer import Scorer
+from ..score.scorer import Scorer
 
 
 def pairs_path(profile_path: str | os.PathLike) -> Path:

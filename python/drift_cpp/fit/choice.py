@@ -40,8 +40,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import approximation
-from .errors import DriftError
-from .evaluation.methods import Doc, bow_design, bow_word_weights, tfidf_transform, term_items
+from ..errors import DriftError
+from .features import Doc, bow_design, bow_word_weights, tfidf_transform, term_items
 
 FAMILIES = ("attributes", "length", "lexical")
 # Every combination of families, simplest first (what experiments and a given --family may fit).

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from . import approximation
-from .errors import DriftError
+from ..errors import DriftError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ plain decoding (the LLM alone), classifier-free guidance (h_neg + G (h_pos - h_n
 profiles (their steering terms, scaled and summed) and negated profiles (weight -1).
 
 A term's model is a role, "llm" or "slm"; the session binds roles to loaded models. Terms on the
-same model and prompt share one KV cache (see decoding.Drift), so equal terms are summed there.
+same model and prompt share one KV cache (see session.Drift), so equal terms are summed there.
 A formula is saved as JSON with the identities of the models it was made for.
 
 Two static biases act on the fused logits, both divided by beta like the steering terms: `eos` on
@@ -24,13 +24,12 @@ import json
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
-from .attributes import builtin_attributes
-from .errors import DriftError
-from .fileio import atomic_write_text, check_utf8, parse_json, read_text
-from .params import DEFAULT_BETA, DEFAULT_MAX_KL, DEFAULT_PLAUSIBILITY, check_beta, check_finite, check_guard
-from .profile import Profile
+from ..score.attributes import builtin_attributes
+from ..errors import DriftError
+from ..fileio import atomic_write_text, check_utf8, parse_json, read_text
+from ..params import DEFAULT_BETA, check_beta, check_finite, check_guard
 
 LLM, SLM = "llm", "slm"
 FORMAT = "drift-cpp formula"
@@ -77,42 +76,6 @@ class Formula:
     def plain(cls, system: Optional[str] = None, beta: float = DEFAULT_BETA) -> "Formula":
         """The LLM alone, under `system` (default: the base prompt s_0)."""
         return cls((Term(LLM, system or default_system(), 1.0, label=LLM),), beta)
-
-    @classmethod
-    def drift(cls, system: Optional[str], profiles: Sequence[tuple[Profile, float]], beta: float,
-              top: Optional[int] = None, exclude: Iterable[str] = (), plausibility: float = DEFAULT_PLAUSIBILITY,
-              max_kl: float = DEFAULT_MAX_KL) -> "Formula":
-        """The Drift rule for one profile, or a blend of profiles with weights (-1 negates one).
-
-        system: the LLM's system prompt; None is the (first) profile's base prompt. The guard applies
-        only where profiles steer: with none, this is plain decoding, left as it is.
-        """
-        exclude = list(exclude)
-        base = profiles[0][0].attributes.base.prompt if profiles else None
-        slm = profiles[0][0].model if profiles else None
-        terms = [Term(LLM, system or base or default_system(), 1.0, label=LLM)]
-        steering: dict[str, float] = {}
-        eos, words = 0.0, {}
-        for profile, scale in profiles:
-            if profile.attributes.base.prompt != base:
-                raise DriftError("profiles with different base prompts cannot be blended")
-            if profile.model != slm:
-                raise DriftError(f"profiles built with different small models cannot be blended "
-                                 f"({slm.get('name')} and {profile.model.get('name')})")
-            eos -= scale * profile.length_weight()
-            for word, w in profile.word_weights():
-                words[word] = words.get(word, 0.0) + scale * w
-            weights = profile.decoding_weights(top, exclude) if profile.uses_attributes() else []
-            for attribute, p in weights:
-                terms.append(Term(SLM, attribute.prompt, scale * p, per_beta=True, label=attribute.id))
-                steering[attribute.id] = steering.get(attribute.id, 0.0) + scale * p
-            total = scale * sum(p for _, p in weights)
-            if total:
-                terms.append(Term(SLM, base, -total, per_beta=True, label="base"))
-        models = ((SLM, slm),) if slm else ()
-        formula = cls(tuple(terms), beta, tuple(steering.items()), models, eos,
-                      tuple((w, v) for w, v in words.items() if v)).merged()
-        return formula.with_guard(plausibility, max_kl) if profiles else formula
 
     def with_cfg(self, negative_system: str, scale: float) -> "Formula":
         """Classifier-free guidance on the LLM: its term h_pos becomes h_neg + G (h_pos - h_neg)."""

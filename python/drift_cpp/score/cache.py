@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .errors import DriftError
-from .models import cache_dir
+from ..errors import DriftError
+from ..models import cache_dir
 
 LOCK_TIMEOUT_S = 60
 

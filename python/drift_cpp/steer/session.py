@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence, Union
 
 from .binding import Binding, check_history, native_sampling
-from .chat import MessageLike, as_messages
-from .errors import DriftError
+from ..chat import MessageLike, as_messages
+from ..errors import DriftError
 from .formula import LLM, SLM, Formula
-from .models import ModelOptions, load_model, partner_slm
-from .params import DEFAULT_BETA, EngineOptions, Sampling, check_beta, check_top_attributes
-from .profile import Profile
-from .runtime import _core
+from .build import drift_formula
+from ..models import ModelOptions, load_model, partner_slm
+from ..params import DEFAULT_BETA, EngineOptions, Sampling, check_beta, check_top_attributes
+from ..fit.profile import Profile
+from ..runtime import _core
 
 __all__ = ["Drift", "Generation", "Sampling", "EngineOptions"]
 
@@ -57,7 +58,7 @@ class Drift:
         check_top_attributes(top_attributes)
         engine.check()
         if formula is None:
-            formula = Formula.drift(system, _as_blend(profile), beta, top_attributes, exclude)
+            formula = drift_formula(system, _as_blend(profile), beta, top_attributes, exclude)
         self.llm = load_model(llm, options)
         # Plain decoding (and CFG) needs no sLM: none is loaded, and a preset LLM's vocabulary decides.
         needs_slm = any(t.model == SLM for t in formula.terms)
