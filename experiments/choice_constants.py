@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drift_cpp import approximation, choice
+from drift_cpp.fit import approximation, choice
 from drift_cpp.fileio import atomic_write_text
 from family_choice import CITATIONS, TRAIN_FRACTION, add_data_arguments, build_users
 from run_info import REPO, command_line, git_rev, log, run

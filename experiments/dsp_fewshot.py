@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drift_cpp import approximation, evaluation as ev
+from drift_cpp.fit import approximation
+from drift_cpp import evaluation as ev
 from drift_cpp.score.attributes import builtin_attributes
 from drift_cpp.demo import DEMO_ATTRIBUTES
 from drift_cpp.errors import DriftError

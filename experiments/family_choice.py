@@ -196,7 +196,7 @@ BASELINES = ("longer", "bow_rm", "best_single")
 def analyse(train: ev.Fold, test: ev.Fold, ks, seeds) -> dict:
     """Accuracy vs k on the test pool, and each family's mean share of the model fitted on the draws (as
     holdout draws them)."""
-    from drift_cpp import choice
+    from drift_cpp.fit import choice
 
     out = ev.holdout(train, test, ks, seeds, ev.DEFAULT_SEED, METHODS)
     shares = []
@@ -219,7 +219,7 @@ def _longer_rate(fold: ev.Fold) -> float:
 def fit_timing(users, model, attributes, rows, words) -> dict:
     """CPU seconds of the profile's model on a whole train pool, beside the CPU seconds of scoring one CNN/DM pair
     (both summaries under every prompt, no cache, the article's prefix evaluated once per prompt)."""
-    from drift_cpp import choice
+    from drift_cpp.fit import choice
     from drift_cpp.score.scorer import Scorer
 
     fits = {}

@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
-from drift_cpp import choice
+from drift_cpp.fit import choice
 from drift_cpp.score.attributes import builtin_attributes
 from drift_cpp.demo import DEMO_ATTRIBUTES
 from drift_cpp.errors import DriftError

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drift_cpp import approximation, screening
+from drift_cpp.fit import approximation, screening
 from drift_cpp.fileio import atomic_write_text
 from drift_cpp.fit.screening import ScreenOptions
 from dsp_fewshot import PERSONAS, STYLES

@@ -59,7 +59,7 @@ from typing import Optional
 
 import content_judges as cj
 import generation_judges as gj
-from drift_cpp import choice
+from drift_cpp.fit import choice
 from drift_cpp.score.attributes import builtin_attributes
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from drift_cpp import approximation as ap
+from drift_cpp.fit import approximation as ap
 from drift_cpp.errors import DriftError
 
 

@@ -74,7 +74,7 @@ def test_learning_needs_one_profile(tmp_path):
 def test_learning_into_a_whole_response_profile_scores_at_its_truncation(smollm, tmp_path):
     # Profiles made before truncation became the default were scored on whole responses; chat and the
     # server learn with a scorer at the default truncation, which must follow the profile's own.
-    from drift_cpp import learning
+    from drift_cpp.fit import learning
     from drift_cpp.score.attributes import builtin_attributes
     from drift_cpp.preferences import Message, PreferencePair
     from drift_cpp.score.scorer import Scorer

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drift_cpp import approximation, choice
+from drift_cpp.fit import approximation, choice
 from drift_cpp.errors import DriftError
 from drift_cpp.evaluation import bow_rm, Fold
 

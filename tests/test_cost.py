@@ -2,7 +2,8 @@
 
 from drift_cpp.preferences import load_pairs
 from drift_cpp.score.cache import MemoryCache
-from drift_cpp.score.scorer import Cost, ScoreRequest, Scorer, _Progress, planned_tokens
+from drift_cpp.cli import TokenProgress
+from drift_cpp.score.scorer import Cost, ScoreRequest, Scorer, planned_tokens
 
 
 def test_cost_counts_what_the_native_scorer_evaluates(smollm):
@@ -27,7 +28,7 @@ def test_cost_counts_what_the_native_scorer_evaluates(smollm):
 
 
 def test_eta_comes_from_the_tokens_left():
-    bar = _Progress("scoring", 10, planned=1000, enabled=False)
+    bar = TokenProgress("scoring", 10, planned=1000)
     assert bar.eta_seconds() is None and bar.status() == "1,000 tokens to evaluate"
     bar.done, bar.rate = 400, 100.0
     assert bar.eta_seconds() == 6.0 and bar.status() == "100 tok/s, ETA 0:06"

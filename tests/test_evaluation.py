@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drift_cpp import approximation
+from drift_cpp.fit import approximation
 from drift_cpp import evaluation as ev
 from drift_cpp.errors import DriftError
 

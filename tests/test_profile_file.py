@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from drift_cpp import profile_file as pf
+from drift_cpp.fit import profile_file as pf
 from drift_cpp.errors import DriftError
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from serving import AUTH, running
 
-from drift_cpp import profile_file as pf
+from drift_cpp.fit import profile_file as pf
 from drift_cpp.score.attributes import builtin_attributes, load_attributes_file
 from drift_cpp.cli import main
 from drift_cpp.errors import DriftError

@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from drift_cpp import fileio
-from drift_cpp import profile_file as pf
+from drift_cpp.fit import profile_file as pf
 from drift_cpp.score.attributes import builtin_attributes, load_attributes_file
-from drift_cpp.demo import DEMO_PAIRS, main
+from drift_cpp.cli import main
+from drift_cpp.demo import DEMO_PAIRS
 from drift_cpp.steer.session import Drift, Sampling
 from drift_cpp.params import BETA_RANGE, check_beta
 from drift_cpp.errors import DriftError

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from drift_cpp import approximation, screening
+from drift_cpp.fit import approximation, screening
 from drift_cpp.score.attributes import builtin_attributes
 from drift_cpp.errors import DriftError
 from drift_cpp.preferences import load_pairs
