@@ -248,10 +248,13 @@ def presets_markdown() -> str:
 
 
 def resolve_model(spec: Optional[str]) -> Path:
-    """A model given by preset name (see PRESETS), by path, or None for the default."""
+    """A model given by preset name (see PRESETS), by a store name (hf:, ollama:, lmstudio:, llamacpp:;
+    see discovery), by path, or None for the default."""
     spec = spec or DEFAULT_MODEL
     if spec not in PRESETS:
-        return Path(spec)
+        from .discovery import is_store_name, resolve
+
+        return resolve(spec) if is_store_name(spec) and not Path(spec).exists() else Path(spec)
     preset = PRESETS[spec]
     return assemble_preset(preset) if preset.parts else _LOADERS[spec]()
 
@@ -266,37 +269,46 @@ def partner_slm(llm: Optional[str], slm: Optional[str]) -> Optional[str]:
 HASHES_FILE = "model_hashes.json"  # in cache_dir(): sha256 by path, size and mtime
 
 
-def content_sha256(path: Path) -> str:
-    """The sha256 of the whole file: a model's identity for the score cache and profiles.
-
-    Hashing a GGUF takes seconds, so the digest is remembered in the cache directory by
-    (resolved path, size, mtime) and computed again only when the file changes. The memo
-    is an optimization: when it cannot be read or written, the hash is simply computed.
-    """
+def memoized(path: Path, memo_file: str, field: str, compute, valid=lambda value: True):
+    """compute(resolved path), remembered in the cache directory's `memo_file` by (resolved path, size,
+    mtime) and computed again only when the file changes. The memo is an optimization: when it cannot
+    be read or written, the value is simply computed."""
     path = Path(path).resolve()
     st = path.stat()
     key, stamp = str(path), [st.st_size, st.st_mtime_ns]
-    memo_path = cache_dir() / HASHES_FILE
+    memo_path = cache_dir() / memo_file
     try:
         memo = json.loads(memo_path.read_text(encoding="utf-8"))
         entry = memo.get(key) if isinstance(memo, dict) else None
-        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
-            return entry["sha256"]
+        if isinstance(entry, dict) and entry.get("stamp") == stamp and field in entry and valid(entry[field]):
+            return entry[field]
     except (OSError, ValueError):
         memo = {}
+    value = compute(path)
+    memo = memo if isinstance(memo, dict) else {}
+    memo[key] = {"stamp": stamp, field: value}
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo_path, json.dumps(memo, indent=1))
+    except (OSError, DriftError):  # a read-only cache: the value is right, only not remembered
+        pass
+    return value
+
+
+def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 24):
             h.update(chunk)
-    digest = h.hexdigest()
-    memo = memo if isinstance(memo, dict) else {}
-    memo[key] = {"stamp": stamp, "sha256": digest}
-    try:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(memo_path, json.dumps(memo, indent=1))
-    except (OSError, DriftError):  # a read-only cache: the hash is right, only not remembered
-        pass
-    return digest
+    return h.hexdigest()
+
+
+def content_sha256(path: Path) -> str:
+    """The sha256 of the whole file: a model's identity for the score cache and profiles.
+
+    Hashing a GGUF takes seconds, so the digest is memoized by path, size and mtime.
+    """
+    return memoized(path, HASHES_FILE, "sha256", _file_sha256, valid=lambda v: isinstance(v, str))
 
 
 def legacy_fingerprint(path: Path) -> str:
