@@ -1,4 +1,4 @@
-"""`drift-cpp serve`: an OpenAI-compatible HTTP server that personalizes each end user's answers.
+"""The app of `drift-cpp serve`: an OpenAI-compatible HTTP server that personalizes each end user's answers.
 
 The profile is chosen by OpenAI's own per-end-user field `user`: DIR/<user>.json; a user without
 one (or one learned from fewer than MIN_PROFILE_PAIRS pairs) gets plain decoding. POST
@@ -21,102 +21,41 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
-from typing import Awaitable, Callable, Literal, Optional, Union
+from typing import Awaitable, Callable, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from .fit import learning
-from .score.attributes import AttributeSet
-from .steer.batching import Batcher, Job
-from .steer.binding import Binding
-from .steer.session import check_history
-from .errors import DriftError
-from .steer.formula import LLM, SLM, Formula
-from .steer.build import drift_formula
-from .models import cache_dir
-from .params import Sampling, check_beta
-from .preferences import pair_from
-from .fit.profile import Profile
-from .score.scorer import Scorer
+from ..fit import learning
+from ..score.attributes import AttributeSet
+from ..steer.batching import Batcher, Job
+from ..steer.binding import Binding
+from ..steer.session import check_history
+from ..errors import DriftError
+from ..steer.formula import LLM, SLM, Formula
+from ..steer.build import drift_formula
+from ..models import cache_dir
+from ..params import DEFAULT_BETA, Sampling, check_beta
+from ..preferences import pair_from
+from ..fit.profile import Profile
+from ..score.scorer import Scorer
+
+from .types import ApiError, ChatRequest, PreferenceItem
 
 log = logging.getLogger("drift_cpp.server")
 DISCONNECT_POLL_S = 0.1  # how often a request answered in one piece checks that its client is still there
 # OpenAI's user field is free text; here it names a file, so it is held to a plain name.
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
-Number = Union[StrictFloat, StrictInt]
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
-    content: StrictStr
-
-
-class ChatRequest(BaseModel):
-    """The OpenAI fields drift-cpp honours; others (n=1, stream_options, ...) are accepted and ignored."""
-    model_config = ConfigDict(extra="ignore")
-    model: StrictStr
-    messages: list[Message] = Field(min_length=1)
-    max_tokens: Optional[StrictInt] = None
-    max_completion_tokens: Optional[StrictInt] = None
-    temperature: Optional[Number] = None
-    top_p: Optional[Number] = None
-    frequency_penalty: Optional[Number] = None
-    presence_penalty: Optional[Number] = None
-    seed: Optional[StrictInt] = None
-    stop: Union[StrictStr, list[StrictStr], None] = None
-    stream: StrictBool = False
-    n: Literal[1] = 1
-    user: Optional[StrictStr] = None
-    # drift-cpp's own, in the client's extra body: the strength and the guard of the user's steering
-    beta: Optional[Number] = None
-    plausibility: Optional[Number] = None
-    max_kl: Optional[Number] = None
-
-    def sampling(self) -> Sampling:
-        """Sampling's defaults for what the request leaves out; Sampling.check judges the values."""
-        given = {"max_tokens": self.max_completion_tokens if self.max_completion_tokens is not None
-                 else self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
-                 "frequency_penalty": self.frequency_penalty, "presence_penalty": self.presence_penalty,
-                 "stop": (self.stop,) if isinstance(self.stop, str) else None if self.stop is None else tuple(self.stop)}
-        sampling = replace(Sampling(), **{k: v for k, v in given.items() if v is not None})
-        sampling.check()
-        return sampling
-
-
-class PreferenceItem(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user: StrictStr
-    prompt: Union[StrictStr, list[dict]]
-    chosen: Union[StrictStr, list[dict]]
-    rejected: Union[StrictStr, list[dict]]
-    id: Optional[StrictStr] = None
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: Optional[str] = None, code: Optional[str] = None,
-                 kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"message": self.message, "type": self.kind, "param": self.param,
-                                       "code": self.code}}, status_code=self.status)
-
-
 class Server:
     """What the endpoints share: the batcher, the profiles directory and the scorer that learns."""
 
-    def __init__(self, profiles: Path, batcher: Batcher, make_scorer: Callable[[], Scorer],
-                 attributes: AttributeSet, system: Optional[str], beta: float, top_attributes: Optional[int],
-                 api_key: Optional[str] = None):
+    def __init__(self, *, profiles: Path, batcher: Batcher, make_scorer: Callable[[], Scorer],
+                 attributes: AttributeSet, system: Optional[str] = None, beta: float = DEFAULT_BETA,
+                 top_attributes: Optional[int] = None, api_key: Optional[str] = None):
         if not profiles.is_dir():
             raise DriftError(f"--profiles {profiles}: not a directory")
         self.profiles, self.attributes, self.system = profiles, attributes, system
