@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import DriftError
 from .models import PRESETS, ModelOptions
+from .params import EngineOptions
 
 QUESTIONS = ["Tell me about the ocean.", "How do plants grow?", "What makes a good friend?",
              "Explain how a bicycle works.", "Why do we sleep?", "What is a black hole?"]
@@ -77,7 +78,8 @@ def bench_scorer(model, quick: bool) -> dict:
     ours = time.perf_counter() - start
     stats = scorer.core.stats
 
-    llm = reference_llama(model.path, n_ctx=2048, n_batch=512, n_threads=model.options.n_threads)
+    engine = EngineOptions()
+    llm = reference_llama(model.path, n_ctx=engine.n_ctx, n_batch=engine.n_batch, n_threads=model.options.n_threads)
     start = time.perf_counter()
     for prompt, response in work:
         llm.reset()

@@ -15,6 +15,13 @@ from .errors import DriftError
 from .fileio import check_utf8
 
 DEFAULT_BETA = 0.5  # the paper's strength of personalization is 1/beta
+# The fit: Bradley-Terry with this l2 beat the paper's closed form in cross-validation on DSP
+# (docs/results.md, "Defaults by evidence").
+DEFAULT_METHOD = "bt"
+DEFAULT_L2 = 1000.0  # on the summed loss over pairs and 'sum'-normalized features
+# The server: requests decoded together, and the largest request body it reads (HTTP 413 above it).
+DEFAULT_SLOTS = 4
+DEFAULT_MAX_BODY_BYTES = 4 * 2**20
 # The valid beta, for the CLI, chat's /beta and Drift alike. The engine adds (p_i / beta) * h to the
 # logits in float32: with |p_i| <= 1, at most 41 attributes and logits far below 1e4 in size, 1/beta
 # <= 1e6 keeps every term below 1e12, far from float32's 3.4e38; the top is the largest float32 power of ten.

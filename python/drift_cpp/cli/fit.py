@@ -62,7 +62,8 @@ def fit_options(f):
         click.option("--method", type=click.Choice(["qp", "logistic", "bt"]),
                      help="qp: the paper's closed form; bt (the default, chosen by the DSP evaluation) and logistic: "
                           "regularized regressions."),
-        click.option("--l2", type=float, help="Penalty of bt and logistic (default 1000); larger is closer to qp."),
+        click.option("--l2", type=float, help=f"Penalty of bt and logistic (default {params.DEFAULT_L2:g}); larger is "
+                                              "closer to qp."),
         click.option("--family", help="auto (the default): attributes, length and lexical in one fit, each shrunk "
                                       "by its prior (attributes alone below 10 pairs); or some of them, e.g. "
                                       "attributes+length."),

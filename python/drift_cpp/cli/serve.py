@@ -29,7 +29,7 @@ def _api_key(ctx, param, value):
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--api-key", default=None, envvar="DRIFT_CPP_API_KEY", callback=_api_key,
               help="Require 'Authorization: Bearer KEY' (or set DRIFT_CPP_API_KEY).")
-@click.option("--max-body-bytes", type=click.IntRange(1), default=4 * 2**20, show_default=True,
+@click.option("--max-body-bytes", type=click.IntRange(1), default=params.DEFAULT_MAX_BODY_BYTES, show_default=True,
               help="Refuse request bodies over this size (HTTP 413) before reading them.")
 @click.option("--llm", default=None, help="Large model (default: the embedded model).")
 @click.option("--slm", default=None, help="Small model of the profiles (default: the embedded model).")
@@ -38,7 +38,7 @@ def _api_key(ctx, param, value):
               callback=checked("params", "check_beta"))
 @click.option("--top-attributes", type=int, default=None, help="Attributes used (default: each profile's).")
 @click.option("--system", default=None, help="The LLM's system prompt (default: the base prompt).")
-@click.option("--slots", type=click.IntRange(1, 1024), default=4, show_default=True,
+@click.option("--slots", type=click.IntRange(1, 1024), default=params.DEFAULT_SLOTS, show_default=True,
               help="Requests decoded together per layout; each slot holds --n-ctx KV cells per sequence.")
 @click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes for new profiles.")
 @click.option("--include", help="New profiles score only these attribute ids (comma-separated).")

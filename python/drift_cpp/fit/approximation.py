@@ -22,10 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DriftError
+from ..params import DEFAULT_L2, DEFAULT_METHOD
 
 METHODS = ("qp", "logistic", "bt")
-DEFAULT_METHOD = "bt"
-DEFAULT_L2 = 1000.0  # on the summed loss over pairs and 'sum'-normalized features
 
 # Below this l2 norm a weight vector counts as zero (v = 0 in the paper).
 ZERO_TOL = 1e-12
