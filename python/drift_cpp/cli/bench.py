@@ -7,14 +7,14 @@ from pathlib import Path
 import click
 
 from .group import main, one_line_errors
-from .options import model_options
+from .options import llm_option, model_options, slm_option
 
 
 @main.command()
 @click.option("--out", default="benchmarks/results", show_default=True, type=click.Path())
 @click.option("--quick", is_flag=True, help="Fewer tokens and one repetition: a smoke run.")
-@click.option("--llm", default=None, help="Large model (default: the embedded model).")
-@click.option("--slm", default=None, help="Small model (default: the embedded model).")
+@llm_option
+@slm_option
 @click.option("--reps", type=int, default=None, help="Repetitions, configurations interleaved within each "
                                                      "[default: 3; 1 with --quick].")
 @click.option("--tokens", type=int, default=None, help="Tokens per configuration [default: 64; 16 with --quick].")

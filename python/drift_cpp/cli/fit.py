@@ -14,7 +14,8 @@ from .. import params
 from ..errors import DriftError
 from .display import report_fit
 from .group import main, one_line_errors
-from .options import attribute_set, checked, model_options, open_cache, open_scorer, split_ids, take_fields
+from .options import (attribute_set, checked, model_options, no_cache_option, open_cache, open_scorer, slm_option,
+                      split_ids, take_fields)
 from .show import profile
 
 if TYPE_CHECKING:  # the commands load these when they run, so that --help stays fast
@@ -52,7 +53,7 @@ def score(ctx, system, prompt, response, model, as_json):
 def fit_options(f):
     """The options of a fit, shared by approximate and approximate-many."""
     for option in reversed([
-        click.option("--slm", default=None, help="Small model for the rewards (default: the embedded model)."),
+        slm_option,
         click.option("--top", default=params.DEFAULT_TOP, show_default=True, help="Attributes used for decoding."),
         click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes (TOML or JSON)."),
         click.option("--include", help="Only these attribute ids (comma-separated)."),
@@ -71,7 +72,7 @@ def fit_options(f):
                      help="Score responses on their first tokens only (0: whole responses; too long is an error). "
                           "The profile records it; updates score alike.",
                      callback=checked("score.scorer", "check_max_response_tokens")),
-        click.option("--no-cache", is_flag=True, help="Do not read or write the score cache."),
+        no_cache_option,
         click.option("--exhaustive", is_flag=True, help="Score every pair under every attribute (the paper's way) "
                                                         "instead of screening attributes (docs/screening.md)."),
         click.option("--json", "as_json", is_flag=True, help="Print what was written and what scoring cost, as JSON."),
@@ -189,8 +190,8 @@ def approximate_many(ctx, pairs_dir, out_dir, workers, ray_address, slm, no_cach
 @profile.command("update")
 @click.argument("path", type=click.Path())
 @click.argument("more", type=click.Path())
-@click.option("--slm", default=None)
-@click.option("--no-cache", is_flag=True)
+@slm_option
+@no_cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print what was written and what scoring cost, as JSON.")
 @click.pass_context
 @one_line_errors
@@ -217,8 +218,8 @@ def profile_update(ctx, path, more, slm, no_cache, as_json):
 @click.argument("path", type=click.Path())
 @click.argument("prefs", type=click.Path())
 @click.option("--attributes", "attributes_file", required=True, type=click.Path())
-@click.option("--slm", default=None)
-@click.option("--no-cache", is_flag=True)
+@slm_option
+@no_cache_option
 @click.pass_context
 @one_line_errors
 def profile_add_attributes(ctx, path, prefs, attributes_file, slm, no_cache):
@@ -240,9 +241,9 @@ def profile_add_attributes(ctx, path, prefs, attributes_file, slm, no_cache):
 @main.command()
 @click.argument("profile_path", type=click.Path())
 @click.argument("pairs_path", type=click.Path())
-@click.option("--slm", default=None)
+@slm_option
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--no-cache", is_flag=True)
+@no_cache_option
 @click.pass_context
 @one_line_errors
 def predict(ctx, profile_path, pairs_path, slm, as_json, no_cache):
@@ -266,7 +267,7 @@ def predict(ctx, profile_path, pairs_path, slm, as_json, no_cache):
 
 @main.command()
 @click.argument("prefs", type=click.Path())
-@click.option("--slm", default=None)
+@slm_option
 @click.option("--splits", default=10, show_default=True, type=click.IntRange(min=1),
               help="Random train/test splits per training size.")
 @click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes (TOML or JSON).")
@@ -277,7 +278,7 @@ def predict(ctx, profile_path, pairs_path, slm, as_json, no_cache):
               callback=checked("score.scorer", "check_max_response_tokens"))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--plot", type=click.Path(), help="Write accuracy vs k as a PNG (needs matplotlib).")
-@click.option("--no-cache", is_flag=True)
+@no_cache_option
 @click.pass_context
 @one_line_errors
 def evaluate(ctx, prefs, slm, splits, attributes_file, include, exclude, max_response_tokens, as_json, plot,

@@ -10,8 +10,8 @@ import click
 from ..errors import DriftError
 from .display import side_by_side
 from .group import main, one_line_errors
-from .options import (DriftConfig, build_formula, drift_options, model_options, open_cache, open_scorer,
-                      open_session, sampling_options, take_sampling)
+from .options import (DriftConfig, build_formula, drift_options, llm_option, model_options, no_cache_option,
+                      open_cache, open_scorer, open_session, sampling_options, slm_option, take_sampling)
 
 
 @main.command()
@@ -60,9 +60,9 @@ def generate(ctx, prompt, compare, as_json, stats, **options):
 
 
 @main.command()
-@click.option("--no-cache", is_flag=True)
-@click.option("--llm", default=None, help="Large model (default: the embedded model).")
-@click.option("--slm", default=None, help="Small model that scores and steers (default: the embedded model).")
+@no_cache_option
+@llm_option
+@slm_option
 @click.pass_context
 @one_line_errors
 def demo(ctx, no_cache, llm, slm):

@@ -13,6 +13,13 @@ from ..errors import DriftError
 from .display import TokenProgress
 
 
+# The options every command that loads models or scores declares alike.
+llm_option = click.option("--llm", default=None, help="Large model: a GGUF path or name (default: the embedded model).")
+slm_option = click.option("--slm", default=None, help="Small model that scores the rewards and steers: a GGUF path "
+                                                      "or name, the profile's own (default: the embedded model).")
+no_cache_option = click.option("--no-cache", is_flag=True, help="Do not read or write the score cache.")
+
+
 def model_options(ctx):
     from ..models import ModelOptions
     return ModelOptions(ctx.obj["n_gpu_layers"], ctx.obj["threads"], ctx.obj["chat_template"])
@@ -88,8 +95,8 @@ def drift_options(f):
     for option in reversed([
         click.option("--profile", "profiles", multiple=True, metavar="PATH[:WEIGHT]",
                      help="Profile JSON; repeat to blend profiles, with weights (-1 negates). None: plain decoding."),
-        click.option("--llm", default=None, help="Large model (default: the embedded model)."),
-        click.option("--slm", default=None, help="Small model of the profile (default: the embedded model)."),
+        llm_option,
+        slm_option,
         click.option("--beta", type=float, default=None, callback=checked("params", "check_beta"),
                      help=f"Personalization strength 1/beta [default: {params.DEFAULT_BETA}]."),
         click.option("--top-attributes", type=int, default=None, help="Attributes used (default: the profile's)."),

@@ -10,8 +10,8 @@ import click
 from .. import params
 from ..errors import DriftError
 from .group import main, one_line_errors
-from .options import (DriftConfig, attribute_set, build_formula, checked, model_options, open_cache, open_model,
-                      open_scorer, options_from)
+from .options import (DriftConfig, attribute_set, build_formula, checked, llm_option, model_options, no_cache_option,
+                      open_cache, open_model, open_scorer, options_from, slm_option)
 
 
 def _api_key(ctx, param, value):
@@ -31,8 +31,8 @@ def _api_key(ctx, param, value):
               help="Require 'Authorization: Bearer KEY' (or set DRIFT_CPP_API_KEY).")
 @click.option("--max-body-bytes", type=click.IntRange(1), default=params.DEFAULT_MAX_BODY_BYTES, show_default=True,
               help="Refuse request bodies over this size (HTTP 413) before reading them.")
-@click.option("--llm", default=None, help="Large model (default: the embedded model).")
-@click.option("--slm", default=None, help="Small model of the profiles (default: the embedded model).")
+@llm_option
+@slm_option
 @click.option("--beta", type=float, default=params.DEFAULT_BETA, show_default=True,
               help="Personalization strength 1/beta, unless a request gives its own 'beta'.",
               callback=checked("params", "check_beta"))
@@ -42,7 +42,7 @@ def _api_key(ctx, param, value):
               help="Requests decoded together per layout; each slot holds --n-ctx KV cells per sequence.")
 @click.option("--attributes", "attributes_file", type=click.Path(), help="More attributes for new profiles.")
 @click.option("--include", help="New profiles score only these attribute ids (comma-separated).")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the score cache.")
+@no_cache_option
 @options_from(params.EngineOptions)
 @click.pass_context
 @one_line_errors
