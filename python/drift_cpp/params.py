@@ -29,10 +29,17 @@ BETA_RANGE = (1e-6, 1e38)
 FLOAT32_MAX = 3.4028234663852886e38
 INT32_MAX = 2**31 - 1  # the engine's ints (max_tokens, top_k, n_ctx)
 # A profile learned from use (chat's picks, the server's /v1/preferences) steers decoding from this many
-# pairs on; below it decoding stays plain. 5 is the smallest k of the DSP evaluation (docs/results.md),
-# where the default fit already beats the length baseline by 6 points (0.658 against 0.594), beyond the
-# ±0.03-0.08 spread over seeds; nothing measures fewer pairs, and one or two picks are mostly noise.
+# pairs on; below it decoding stays plain: the smallest number of pairs the DSP evaluation measured,
+# where the default fit already beats the length baseline (docs/results.md, "How well do a few pairs
+# predict a person's choices?").
 MIN_PROFILE_PAIRS = 5
+# How chat's --learn and /ab make their two answers (steer/questions.py), and how many candidates the
+# active strategy draws. Chosen by experiments/learning_loop.py: docs/results.md, "Learning from picks".
+DEFAULT_QUESTIONS = "personalized"
+ACTIVE_CANDIDATES = 4
+# A learned profile has settled when each of its last SETTLE_PICKS picks moved its predicted preference
+# on the earlier pairs by less than SETTLE_TOL on average (fit/learning.change).
+SETTLE_PICKS, SETTLE_TOL = 3, 0.05
 # The plausibility guard of steered formulas (contrastive decoding's adaptive plausibility constraint):
 # only tokens with p_LLM >= alpha * max p_LLM may be chosen. Provisional until the study in
 # docs/results.md ("Does personalization keep the answer?") chooses it.

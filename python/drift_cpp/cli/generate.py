@@ -75,7 +75,7 @@ def demo(ctx, no_cache, llm, slm):
     click.echo(f"Scoring them under {len(DEMO_ATTRIBUTES)} of the 41 attributes with "
                f"{slm or 'the embedded model'} (minutes the first time, seconds from the cache)...")
     # The paper's attribute model on whole responses under every attribute: the demo's settings were
-    # chosen so (docs/results.md, "The demo's settings"), and 12 pairs cost little to score in full.
+    # chosen so (docs/results.md, "How the demo was set"), and 12 pairs cost little to score in full.
     profile = demo_profile(pairs, open_scorer(ctx, slm, open_cache(no_cache), max_response_tokens=0))
     click.echo("\nTop attributes of this persona:")
     for a, w in profile.decoding_weights():

@@ -13,18 +13,10 @@ off; its share of the fitted margins on the user's pairs (`shares`) says how muc
 model that decodes. Below MIN_PAIRS pairs, or without the responses' texts, the model is the
 paper's attributes alone.
 
-Why shrinkage rather than a choice: on six development users (experiments/choice_constants.py,
-docs/results/family_choice/constants.md; train pools only, by nested evaluation), no per-user choice
-by cross-validation that was tried did better than one joint fit with fixed priors, in worst-user
-regret or in mean accuracy (the kept priors: 0.035, 0.698). The former rule, where a candidate had to
-beat the attributes by a margin and z standard errors: 0.067, 0.669. Attributes or joint, whichever
-cross-validates better: 0.037, 0.692. The prior strength per user: 0.067, 0.677. With 10-20 pairs
-cross-validation is too noisy to switch families on. The kept priors add a slight lean toward
-longer answers. A stronger lean scores better on those six users, all of whom lean longer, but it
-overrides a user who prefers shorter answers; so the grid admits only priors under which synthetic
-users whose taste is one family get that family first (length either way from 20 pairs; length,
-words or attributes from 40). The user's own cross-validation is still run and recorded, for
-`profile show`: the joint model's accuracy with an interval, and each family's alone.
+Why shrinkage rather than a per-user choice of families, and how the priors were chosen (on development
+users only, by nested evaluation): docs/results.md, "Which features explain a user's picks?". The user's
+own cross-validation is still run and recorded, for `profile show`: the joint model's accuracy with an
+interval, and each family's alone.
 
 A family can also be given (e.g. "attributes+length"): then only it is fitted.
 
