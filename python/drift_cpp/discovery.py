@@ -174,25 +174,35 @@ def _llamacpp(root: Path) -> Iterator[Found]:
             yield Found("llamacpp", "", file, path)
 
 
+def store_folders() -> dict[str, list[Path]]:
+    return {"hf": [hf_cache()], "ollama": ollama_dirs(), "lmstudio": lmstudio_dirs(), "llamacpp": [llamacpp_cache()]}
+
+
+_WALKERS = {"hf": lambda root: _hf_layout(root, "hf"), "ollama": _ollama, "lmstudio": _lmstudio, "llamacpp": _llamacpp}
+
+
 def find_files() -> list[Found]:
     """Every GGUF file in the stores, by name; reads no file."""
-    found = list(_hf_layout(hf_cache(), "hf"))
-    for root in ollama_dirs():
-        found += _ollama(root)
-    for root in lmstudio_dirs():
-        found += _lmstudio(root)
-    found += _llamacpp(llamacpp_cache())
-    return list({f.name: f for f in found}.values())  # two configured folders may be one
+    found: dict[str, Found] = {}
+    for store, folders in store_folders().items():
+        for root in folders:
+            for f in _WALKERS[store](root):
+                found.setdefault(f.name, f)  # a name in two folders (the user's and the system's): the first
+    return list(found.values())
 
 
 def _read(path: Path) -> dict:
     """A GGUF's metadata and tokenizer identity, by the gguf package's reader (tensors stay on disk)."""
-    from gguf import GGUFReader, LlamaFileType
+    from gguf import GGUFReader
 
     try:
-        reader = GGUFReader(path)
-    except (ValueError, KeyError, IndexError, OSError) as e:
+        return _metadata(path, GGUFReader(path))
+    except (ValueError, KeyError, IndexError, TypeError, OSError) as e:  # a truncated or foreign file
         raise DriftError(f"{path}: not a readable GGUF file ({e})") from None
+
+
+def _metadata(path: Path, reader) -> dict:
+    from gguf import LlamaFileType
 
     def value(key: str):
         field = reader.fields.get(key)
@@ -262,7 +272,9 @@ def resolve(spec: str) -> Path:
         return chosen[0].path
     if chosen:
         raise DriftError(f"{spec} is ambiguous: it names {_listing([f.name for f in chosen])}; give one of them")
-    raise DriftError(f"{spec}: no such model in the {store} store; found there: {_listing([f.name for f in found])}")
+    folders = ", ".join(map(str, store_folders()[store]))
+    raise DriftError(f"{spec}: no such model in the {store} store ({folders}); "
+                     f"found there: {_listing([f.name for f in found])}")
 
 
 def is_store_name(spec: Optional[str]) -> bool:
@@ -294,15 +306,19 @@ def survey() -> dict:
 
 
 def survey_text(report: dict) -> str:
-    """`survey()` for a terminal: one line per file, then the groups that share a tokenizer."""
-    lines = ["Models on this machine (nothing is downloaded):"]
-    for r in report["found"]:
-        params = r["size_label"] or f"{r['parameters'] / 1e6:,.0f}M"
-        lines.append(f"  {r['name']:<40} {r['architecture'] or '?':<10} {params:>6}  {r['quantization'] or '?':<8}"
-                     f"{r['vocabulary']:>8}  {'' if r['chat_template'] else 'no chat template'}")
-        lines.append(f"  {'':<40} {r['path']}")
+    """`survey()` for a terminal: one line per store file (the presets have their own table), then the
+    groups that share a tokenizer."""
+    files = [r for r in report["found"] if r["store"] != "preset"]
+    lines = ["GGUF files in the Hugging Face, Ollama, LM Studio and llama.cpp caches (nothing is downloaded):"]
+    lines += [] if files or report["unreadable"] else ["  none"]
+    for r in files:
+        n = r["parameters"]
+        params = r["size_label"] or (f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M")
+        template = "" if r["chat_template"] else ", no chat template"
+        lines += [f"  {r['name']}", f"      {r['architecture'] or '?'}, {params}, {r['quantization'] or '?'}, "
+                                   f"{r['vocabulary']:,} tokens{template}: {r['path']}"]
     for u in report["unreadable"]:
-        lines.append(f"  {u['name']:<40} skipped: {u['reason']}")
+        lines += [f"  {u['name']}", f"      skipped: {u['reason']}"]
     lines.append("\nCompatible LLM/sLM pairs share a tokenizer (token list, special tokens, model):")
     for t in report["tokenizers"]:
         models = t["models"]

@@ -43,11 +43,13 @@ def profile_show(path, as_json, plot):
 @click.option("--json", "as_json", is_flag=True)
 @one_line_errors
 def models(as_json):
-    """The model presets: installed or not, where, and which partner shares their vocabulary."""
+    """The model presets, the GGUF files already on this machine (Hugging Face, Ollama, LM Studio and
+    llama.cpp caches; nothing is downloaded) and which of them pair as LLM and sLM."""
+    from ..discovery import survey, survey_text
     from ..models import BRING_YOUR_OWN, list_presets
-    rows = list_presets()
+    rows, found = list_presets(), survey()
     if as_json:
-        click.echo(json.dumps({"presets": rows, "bring_your_own": BRING_YOUR_OWN}, indent=2))
+        click.echo(json.dumps({"presets": rows, "bring_your_own": BRING_YOUR_OWN, **found}, indent=2))
         return
     click.echo(f"{'name':<11}{'family':<24}{'params':>7}  {'quant':<8}{'vocab':>8}  {'partner':<11}installed")
     for r in rows:
@@ -56,4 +58,4 @@ def models(as_json):
                    f"{r['partner']:<11}{state}")
         if r["installed"]:
             click.echo(f"{'':<11}{r['path']}")
-    click.echo("\n" + BRING_YOUR_OWN)
+    click.echo("\n" + survey_text(found) + "\n\n" + BRING_YOUR_OWN)
