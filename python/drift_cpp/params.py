@@ -40,6 +40,13 @@ ACTIVE_CANDIDATES = 4
 # A learned profile has settled when each of its last SETTLE_PICKS picks moved its predicted preference
 # on the earlier pairs by less than SETTLE_TOL on average (fit/learning.change).
 SETTLE_PICKS, SETTLE_TOL = 3, 0.05
+# How chat's --learn and /ab make their two answers (steer/questions.py), and how many candidates the
+# active strategy draws. Chosen by experiments/learning_loop.py: docs/results.md, "Learning from picks".
+DEFAULT_QUESTIONS = "personalized"
+ACTIVE_CANDIDATES = 4
+# A learned profile has settled when each of its last SETTLE_PICKS picks moved its predicted preference
+# on the earlier pairs by less than SETTLE_TOL on average (fit/learning.change).
+SETTLE_PICKS, SETTLE_TOL = 3, 0.05
 # The plausibility guard of steered formulas (contrastive decoding's adaptive plausibility constraint):
 # only tokens with p_LLM >= alpha * max p_LLM may be chosen. Provisional until the study in
 # docs/results.md ("Does personalization keep the answer?") chooses it.

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
+
+from . import choice, screening
 from ..score.attributes import AttributeSet
 from ..errors import DriftError
 from ..fileio import check_output
@@ -50,6 +53,20 @@ def report(profile: Profile) -> dict:
                 "words": profile.word_weights()},
             "attributes": [{"id": a["id"], "unit_implicit_preference": float(u), "p": p}
                            for a, u, p in zip(profile.attributes.to_dict()["attributes"], uip, profile.p.tolist())]}
+
+
+def change(before: Optional[Profile], after: Profile) -> Optional[float]:
+    """How much a refit moved the profile: the mean |P_after(chosen) - P_before(chosen)| over the pairs
+    both hold, each model read on the later rows (P = the logistic of the margin). None without earlier
+    pairs or a fitted model on both sides."""
+    n = 0 if before is None else before.n_pairs
+    if not n or before.choice is None or after.choice is None or after.W is None or after.bows is None:
+        return None
+    W, L = screening.impute(after.W, after.L)
+    W, L, bows = W[:n], L[:n], after.bows[:n]
+    p_before, p_after = (1 / (1 + np.exp(-np.clip(choice.margins(m, W, L, bows), -50, 50)))
+                         for m in (before.choice.model, after.choice.model))
+    return float(np.mean(np.abs(p_after - p_before)))
 
 
 @dataclass

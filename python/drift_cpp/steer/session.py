@@ -178,6 +178,12 @@ class Drift:
             self.history = history + [{"role": "assistant", "content": result.text}]
             return result
 
+    def generate_plain(self, messages: Union[str, Sequence[MessageLike]], sampling: Sampling = Sampling()) -> Generation:
+        """Plain decoding's answer, beside the session's formula (needs compare=True)."""
+        if len(self.bindings) < 2:
+            raise DriftError("this session was made without compare=True")
+        return self._generate(_history(messages), sampling, None, False, slots=(1,))[0]
+
     def compare_last(self, sampling: Sampling = Sampling()) -> Generation:
         """The plain answer to the chat's last user turn (needs compare=True)."""
         if len(self.bindings) < 2:
