@@ -57,12 +57,13 @@ def _home() -> Path:
 
 
 def hf_cache() -> Path:
-    """Where huggingface_hub keeps its cache (the same order of variables it reads)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    """Where huggingface_hub keeps its cache (the variables it reads, in its order)."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
     if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return _home() / ".cache" / "huggingface" / "hub"
+    return Path(os.environ.get("XDG_CACHE_HOME") or _home() / ".cache") / "huggingface" / "hub"
 
 
 def ollama_dirs() -> list[Path]:
