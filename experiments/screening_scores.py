@@ -36,7 +36,8 @@ import numpy as np
 
 from drift_cpp.score.attributes import builtin_attributes
 from drift_cpp.fileio import atomic_write_bytes
-from drift_cpp.models import ModelOptions, cache_dir, load_model
+from drift_cpp.fileio import cache_dir
+from drift_cpp.models import ModelOptions, load_model
 from drift_cpp.score.scorer import ScoreRequest, Scorer
 from dsp_fewshot import DEFAULT_DATA as DSP_DATA, STYLES, load_dsp, split_queries
 from family_choice import CNNDM_DATA, cnndm_prompt, load_cnndm

@@ -49,5 +49,5 @@ def running(root: Path, profiles: Path, *args: str):
 
 def default_max_body() -> int:
     """serve's --max-body-bytes default, where it is defined."""
-    from drift_cpp.cli import serve
+    from drift_cpp.cli.serve import serve
     return next(p.default for p in serve.params if p.name == "max_body_bytes")

@@ -24,10 +24,10 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 from .errors import DriftError
-from .models import PRESETS, memoized, preset_file
+from .fileio import memoized
 
 STORES = ("hf", "ollama", "lmstudio", "llamacpp")
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
@@ -282,11 +282,11 @@ def is_store_name(spec: Optional[str]) -> bool:
     return bool(spec) and spec.partition(":")[0] in STORES and ":" in spec
 
 
-def survey() -> dict:
-    """The models on this machine (ready presets and store files), their metadata and compatible pairs."""
+def survey(presets: Sequence[tuple[str, Path]] = ()) -> dict:
+    """The models on this machine (the given ready presets and the store files), their metadata and compatible
+    pairs."""
     rows, unreadable = [], []
-    candidates = [(name, "preset", path) for name, path in ((p.name, preset_file(p)) for p in PRESETS.values())
-                  if path is not None and path.is_file()]
+    candidates = [(name, "preset", path) for name, path in presets]
     candidates += [(f.name, f.store, f.path) for f in find_files()]
     for name, store, path in candidates:
         try:

@@ -196,3 +196,36 @@ def save_figure(fig, path: str | os.PathLike, **kwargs) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", **kwargs)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def cache_dir() -> Path:
+    """drift-cpp's cache: $DRIFT_CPP_CACHE, else $XDG_CACHE_HOME/drift-cpp, else ~/.cache/drift-cpp."""
+    if os.environ.get("DRIFT_CPP_CACHE"):
+        return Path(os.environ["DRIFT_CPP_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "drift-cpp"
+
+
+def memoized(path: Path, memo_file: str, field: str, compute, valid=lambda value: True):
+    """compute(resolved path), remembered in the cache directory's `memo_file` by (resolved path, size,
+    mtime) and computed again only when the file changes. The memo is an optimization: when it cannot
+    be read or written, the value is simply computed."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key, stamp = str(path), [st.st_size, st.st_mtime_ns]
+    memo_path = cache_dir() / memo_file
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+        entry = memo.get(key) if isinstance(memo, dict) else None
+        if isinstance(entry, dict) and entry.get("stamp") == stamp and field in entry and valid(entry[field]):
+            return entry[field]
+    except (OSError, ValueError):
+        memo = {}
+    value = compute(path)
+    memo = memo if isinstance(memo, dict) else {}
+    memo[key] = {"stamp": stamp, field: value}
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo_path, json.dumps(memo, indent=1))
+    except (OSError, DriftError):  # a read-only cache: the value is right, only not remembered
+        pass
+    return value

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import stat
 import tempfile
@@ -19,18 +18,11 @@ from typing import Iterable, Optional
 
 from .chat import ChatTemplate, MessageLike
 from .errors import DriftError
-from .fileio import atomic_write_text, plain_mode
+from .fileio import cache_dir, memoized, plain_mode
 from .runtime import _core
 
 DEFAULT_MODEL = "smollm2"
 GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
-
-
-def cache_dir() -> Path:
-    """drift-cpp's cache: $DRIFT_CPP_CACHE, else $XDG_CACHE_HOME/drift-cpp, else ~/.cache/drift-cpp."""
-    if os.environ.get("DRIFT_CPP_CACHE"):
-        return Path(os.environ["DRIFT_CPP_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "drift-cpp"
 
 
 def _find_package(name: str) -> Optional[Path]:
@@ -269,32 +261,6 @@ def partner_slm(llm: Optional[str], slm: Optional[str]) -> Optional[str]:
 HASHES_FILE = "model_hashes.json"  # in cache_dir(): sha256 by path, size and mtime
 
 
-def memoized(path: Path, memo_file: str, field: str, compute, valid=lambda value: True):
-    """compute(resolved path), remembered in the cache directory's `memo_file` by (resolved path, size,
-    mtime) and computed again only when the file changes. The memo is an optimization: when it cannot
-    be read or written, the value is simply computed."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key, stamp = str(path), [st.st_size, st.st_mtime_ns]
-    memo_path = cache_dir() / memo_file
-    try:
-        memo = json.loads(memo_path.read_text(encoding="utf-8"))
-        entry = memo.get(key) if isinstance(memo, dict) else None
-        if isinstance(entry, dict) and entry.get("stamp") == stamp and field in entry and valid(entry[field]):
-            return entry[field]
-    except (OSError, ValueError):
-        memo = {}
-    value = compute(path)
-    memo = memo if isinstance(memo, dict) else {}
-    memo[key] = {"stamp": stamp, field: value}
-    try:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(memo_path, json.dumps(memo, indent=1))
-    except (OSError, DriftError):  # a read-only cache: the value is right, only not remembered
-        pass
-    return value
-
-
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -429,3 +395,9 @@ def load_model(spec: Optional[str] = None, options: ModelOptions = ModelOptions(
     if preset and preset.chat_template and options.chat_template is None:
         options = replace(options, chat_template=preset.chat_template)  # e.g. the Gemma 3 270M file has none
     return Model(resolve_model(spec), options)
+
+
+def ready_presets() -> list[tuple[str, Path]]:
+    """(name, file) of each preset whose GGUF is on disk: they pair with the user's own files too."""
+    return [(p.name, path) for p, path in ((p, preset_file(p)) for p in PRESETS.values())
+            if path is not None and path.is_file()]

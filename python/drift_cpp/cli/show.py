@@ -46,8 +46,8 @@ def models(as_json):
     """The model presets, the GGUF files already on this machine (Hugging Face, Ollama, LM Studio and
     llama.cpp caches; nothing is downloaded) and which of them pair as LLM and sLM."""
     from ..discovery import survey, survey_text
-    from ..models import BRING_YOUR_OWN, list_presets
-    rows, found = list_presets(), survey()
+    from ..models import BRING_YOUR_OWN, list_presets, ready_presets
+    rows, found = list_presets(), survey(ready_presets())
     if as_json:
         click.echo(json.dumps({"presets": rows, "bring_your_own": BRING_YOUR_OWN, **found}, indent=2))
         return

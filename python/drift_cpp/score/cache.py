@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from ..errors import DriftError
-from ..models import cache_dir
+from ..fileio import cache_dir
 
 LOCK_TIMEOUT_S = 60
 

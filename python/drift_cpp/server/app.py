@@ -37,7 +37,7 @@ from ..steer.session import check_history
 from ..errors import DriftError
 from ..steer.formula import LLM, SLM, Formula
 from ..steer.build import drift_formula
-from ..models import cache_dir
+from ..fileio import cache_dir
 from ..params import DEFAULT_BETA, Sampling, check_beta
 from ..preferences import pair_from
 from ..fit.profile import Profile
