@@ -56,6 +56,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_logging", &set_logging, py::arg("enabled"));
     m.def("check_vocab_compatible", &check_vocab_compatible, py::arg("llm"), py::arg("slm"));
     m.def("extra_buffers_safe", &extra_buffers_safe);
+    m.def("check_grammar", &check_grammar, py::arg("model"), py::arg("grammar"));
 
     py::class_<Model>(m, "Model")
         .def(py::init([](const std::string & path, int n_gpu_layers) {
@@ -144,7 +145,9 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("dry_base", &SamplingParams::dry_base)
         .def_readwrite("dry_allowed_length", &SamplingParams::dry_allowed_length)
         .def_readwrite("dry_penalty_last_n", &SamplingParams::dry_penalty_last_n)
-        .def_readwrite("entropy_stats", &SamplingParams::entropy_stats);
+        .def_readwrite("entropy_stats", &SamplingParams::entropy_stats)
+        .def_readwrite("logit_bias", &SamplingParams::logit_bias)
+        .def_readwrite("grammar", &SamplingParams::grammar);
 
     py::class_<Steering>(m, "Steering")
         .def(py::init<>())

@@ -52,6 +52,28 @@ SamplerPtr make_sampler(const SamplingParams & p, const Model & writer, int n_ct
     return chain;
 }
 
+// llama.cpp's grammar sampler, or null for no grammar.
+SamplerPtr make_grammar(const Model & writer, const std::string & grammar) {
+    if (grammar.empty()) {
+        return nullptr;
+    }
+    SamplerPtr out(llama_sampler_init_grammar(writer.vocab(), grammar.c_str(), "root"));
+    if (!out) {
+        throw std::invalid_argument("the grammar is not GBNF with a 'root' rule that llama.cpp can parse "
+                                    "(llama.cpp printed why on stderr)");
+    }
+    return out;
+}
+
+// Drops the candidates the grammar rules out (it sets their logits to -inf; a fused logit is finite).
+void keep_allowed(llama_sampler * grammar, std::vector<llama_token_data> & candidates) {
+    llama_token_data_array array = {candidates.data(), candidates.size(), -1, false};
+    llama_sampler_apply(grammar, &array);
+    candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
+                                    [](const llama_token_data & c) { return std::isinf(c.logit); }),
+                     candidates.end());
+}
+
 // Length of the longest prefix of text that ends on a whole UTF-8 character.
 size_t complete_utf8(const std::string & text, size_t end) {
     for (size_t back = 1; back <= 4 && back <= end; ++back) {
@@ -80,6 +102,10 @@ size_t stop_holdback(const std::string & text, const std::vector<std::string> & 
 }
 
 }  // namespace
+
+void check_grammar(const Model & model, const std::string & grammar) {
+    make_grammar(model, grammar);
+}
 
 Engine::Engine(const std::vector<const Model *> & models, const std::vector<SlotLayout> & slots,
                const EngineParams & params)
@@ -370,6 +396,14 @@ std::vector<GenerationResult> Engine::generate(const std::vector<int> & slots,
         if (sampling[i].max_tokens < 0) {
             throw std::invalid_argument("max_tokens cannot be negative");
         }
+        for (auto [token, value] : sampling[i].logit_bias) {
+            if (token < 0 || token >= n_vocab_) {
+                throw std::out_of_range("logit_bias: no token " + std::to_string(token) + " in the vocabulary");
+            }
+            if (!std::isfinite(value)) {
+                throw std::invalid_argument("logit_bias values must be finite");
+            }
+        }
         for (size_t j = 0; j < i; ++j) {
             if (slots[j] == slots[i]) {
                 throw std::invalid_argument("slot " + std::to_string(slots[i]) + " is given twice");
@@ -380,6 +414,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<int> & slots,
     // What each running slot carries from step to step.
     struct Run {
         SamplerPtr sampler;
+        SamplerPtr grammar;  // null: none
         GenerationResult result;
         size_t emitted = 0;  // bytes of result.text handed to on_piece
         int steps = 0;
@@ -390,12 +425,54 @@ std::vector<GenerationResult> Engine::generate(const std::vector<int> & slots,
     std::vector<Run> runs(slots.size());
     for (size_t i = 0; i < slots.size(); ++i) {
         runs[i].sampler = make_sampler(sampling[i], writer, n_ctx_seq_);
+        runs[i].grammar = make_grammar(writer, sampling[i].grammar);
         runs[i].result.finish_reason = "length";
         runs[i].done = sampling[i].max_tokens == 0;
     }
     std::vector<float> fused(n_vocab_);
+    std::vector<float> biased;  // the guard's reference under a logit_bias
     std::vector<llama_token_data> candidates;
     candidates.reserve(n_vocab_);
+
+    // The candidates of slot i: the tokens the guard admits (as after llama.cpp's own truncations)
+    // among the tokens its grammar allows.
+    auto admit = [&](size_t i, const float * reference) {
+        const float alpha = steering[i].plausibility;
+        llama_sampler * grammar = runs[i].grammar.get();
+        candidates.clear();
+        for (llama_token v : plausible_tokens(reference, n_vocab_, alpha)) {
+            candidates.push_back({v, fused[v], 0.0f});
+        }
+        if (grammar == nullptr) {
+            return;
+        }
+        keep_allowed(grammar, candidates);
+        float best = -INFINITY;
+        for (const auto & c : candidates) {
+            best = std::max(best, reference[c.id]);
+        }
+        if (alpha > 0.0f && best < *std::max_element(reference, reference + n_vocab_)) {
+            // The grammar rules out the LLM's top token: the guard's floor is taken from the best token
+            // the grammar allows, over the whole vocabulary (a grammar pass over every token, so only
+            // on such steps).
+            candidates.clear();
+            for (llama_token v = 0; v < n_vocab_; ++v) {
+                candidates.push_back({v, fused[v], 0.0f});
+            }
+            keep_allowed(grammar, candidates);
+            best = -INFINITY;
+            for (const auto & c : candidates) {
+                best = std::max(best, reference[c.id]);
+            }
+            const float floor = best + std::log(alpha);
+            candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
+                                            [&](const llama_token_data & c) { return reference[c.id] < floor; }),
+                             candidates.end());
+        }
+        if (candidates.empty()) {
+            throw std::runtime_error("the grammar allows no next token");
+        }
+    };
 
     auto emit = [&](size_t i, size_t end) {  // false: the caller asked to stop
         Run & run = runs[i];
@@ -417,20 +494,28 @@ std::vector<GenerationResult> Engine::generate(const std::vector<int> & slots,
             result.entropy_plain_bits += entropy_bits(plain.data(), (int) plain.size());
             result.entropy_fused_bits += entropy_bits(fused.data(), n_vocab_);
         }
-        // The sampler sees only the tokens the guard admits, as after llama.cpp's own truncations.
-        candidates.clear();
-        for (llama_token v : plausible_tokens(plain.data(), n_vocab_, steering[i].plausibility)) {
-            candidates.push_back({v, fused[v], 0.0f});
+        const float * reference = plain.data();
+        if (!p.logit_bias.empty()) {
+            biased.assign(plain.begin(), plain.begin() + n_vocab_);
+            for (auto [token, value] : p.logit_bias) {
+                biased[token] += value;
+                fused[token] += value;
+            }
+            reference = biased.data();
         }
+        admit(i, reference);
         llama_token_data_array cur_p = {candidates.data(), candidates.size(), -1, false};
         llama_sampler_apply(run.sampler.get(), &cur_p);
         token = cur_p.data[cur_p.selected].id;
         llama_sampler_accept(run.sampler.get(), token);
         run.steps += 1;
 
-        if (writer.is_eog(token)) {
+        if (writer.is_eog(token)) {  // allowed by a grammar only where it is complete; nothing to accept
             result.finish_reason = "stop";
             return false;
+        }
+        if (run.grammar) {
+            llama_sampler_accept(run.grammar.get(), token);
         }
         result.tokens.push_back(token);
         result.text += writer.piece(token);

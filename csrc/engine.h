@@ -39,6 +39,11 @@ struct SamplingParams {
     int dry_allowed_length = 2;
     int dry_penalty_last_n = -1;  // -1: the whole context
     bool entropy_stats = false;
+    // OpenAI's logit_bias: added to the fused logits and to the guard's reference (the LLM's own), so
+    // a -100 keeps a token out whether or not the LLM favours it. Never scaled by the trust region.
+    std::vector<std::pair<llama_token, float>> logit_bias;
+    // A GBNF grammar (start rule "root") the answer must follow; "": none. See Engine::generate.
+    std::string grammar;
 };
 
 // A formula bound to a slot: how its next-token logits are made from its sequences' logits.
@@ -59,6 +64,10 @@ struct GenerationResult {
     double entropy_plain_bits = 0.0;  // mean over steps of the slot's first sequence, when asked for
     double entropy_fused_bits = 0.0;
 };
+
+// Throws std::invalid_argument unless llama.cpp parses the grammar (GBNF with a "root" rule) for this
+// model's vocabulary; llama.cpp prints its reason to stderr.
+void check_grammar(const Model & model, const std::string & grammar);
 
 // Called once per generated token of a slot with the text that token completed (complete UTF-8
 // only, possibly empty). Returning false stops that slot before its next token is evaluated:
@@ -93,7 +102,9 @@ public:
     void forget(int slot);
 
     // Generates in the given slots side by side: steering[i] and sampling[i] belong to slots[i].
-    // Every slot must have been synced.
+    // Every slot must have been synced. A grammar is a hard constraint and the guard a soft one: the
+    // guard admits the tokens the LLM finds plausible among those the grammar allows, so a grammar
+    // that rules out all of the LLM's favourites never leaves a step without a token.
     std::vector<GenerationResult> generate(const std::vector<int> & slots,
                                            const std::vector<Steering> & steering,
                                            const std::vector<SamplingParams> & sampling,

@@ -117,6 +117,10 @@ def _help(text: str) -> dict:
     return {"help": text}
 
 
+# OpenAI's range of a logit_bias; -100 keeps a token out.
+LOGIT_BIAS_RANGE = (-100.0, 100.0)
+
+
 @dataclass
 class Sampling:
     temperature: float = field(default=0.8, metadata=_help("0: greedy."))
@@ -136,6 +140,10 @@ class Sampling:
     dry_base: float = field(default=1.75, metadata=_help("DRY's growth per repeated token (>= 1)."))
     dry_allowed_length: int = field(default=2, metadata=_help("Repeats DRY lets pass unpenalized, in tokens."))
     dry_penalty_last_n: int = field(default=-1, metadata=_help("Tokens DRY looks back over; -1: the whole context."))
+    # Per request, not command-line options of their own (generate reads a grammar from --grammar or
+    # --json-schema FILE). Both act on the fused logits: engine.h.
+    logit_bias: Sequence[tuple[int, float]] = field(default=(), metadata={"cli": False})  # (token, bias)
+    grammar: str = field(default="", metadata={"cli": False})  # GBNF with a "root" rule; "": none
 
     def check(self) -> None:
         """The one place sampling settings are validated; the CLI calls it before loading any model."""
@@ -165,6 +173,14 @@ class Sampling:
         if not (0 <= self.penalty_last_n <= INT32_MAX and 1 <= self.dry_allowed_length <= INT32_MAX
                 and -1 <= self.dry_penalty_last_n <= INT32_MAX):
             raise DriftError("penalty_last_n must be >= 0, dry_allowed_length >= 1 and dry_penalty_last_n >= -1")
+        low, high = LOGIT_BIAS_RANGE
+        for pair in self.logit_bias:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and _integer(pair[0]) and pair[0] >= 0
+                    and _real(pair[1]) and low <= pair[1] <= high):
+                raise DriftError(f"logit_bias maps token ids to biases in [{low:g}, {high:g}], got {pair!r}")
+        if not isinstance(self.grammar, str):
+            raise DriftError(f"grammar must be a string, got {type(self.grammar).__name__}")
+        check_utf8(self.grammar, "the grammar")
         if isinstance(self.stop, str):
             raise DriftError("stop must be a list of strings, not one string")
         for s in self.stop:

@@ -11,10 +11,10 @@ differently, in this llama.cpp's rounding, from the whole prompt, and a request 
 answer whichever slot it lands in and whatever ran there before.
 
 Batches are static: a request that arrives while its lane runs a batch waits for the batch to
-end. A batch starts once no request has joined it for `quiet` seconds and none is announced
-(`Batcher.announce`: the server announces a request as soon as it reads its headers), at most
-`window` after its first request; so requests sent together are decoded together, and a lone one
-waits only `quiet`.
+end; a request's n choices are queued as one group, decoded in one batch. A batch starts once no
+request has joined it for `quiet` seconds and none is announced (`Batcher.announce`: the server
+announces a request as soon as it reads its headers), at most `window` after its first request; so
+requests sent together are decoded together, and a lone one waits only `quiet`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .binding import Binding, check_history, native_sampling
+from .binding import Binding, check_history, check_sampling_for, native_sampling
 from .session import Generation
 from ..errors import DriftError
 from .formula import LLM, SLM, Formula
@@ -65,13 +65,13 @@ class _Lane:
                                    n_batch=options.n_batch, n_threads=n_threads)
         self.state = [{"busy": False, "last": {}} for _ in range(n_slots)]
         self.batches: collections.Counter[int] = collections.Counter()  # batches run, by their size
-        self.queue: collections.deque[Job] = collections.deque()
+        self.queue: collections.deque[list[Job]] = collections.deque()  # groups, each run in one batch
         self.cond = threading.Condition()
         threading.Thread(target=self._serve, name=f"drift-cpp-{name}", daemon=True).start()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, jobs: list[Job]) -> None:
         with self.cond:
-            self.queue.append(job)
+            self.queue.append(jobs)
             self.cond.notify_all()
 
     def _next_batch(self) -> list[Job]:
@@ -79,14 +79,17 @@ class _Lane:
         with self.cond:
             while not self.queue:
                 self.cond.wait()
-            deadline = self.queue[0].arrived + self.window
-            while len(self.queue) < n:
+            deadline = self.queue[0][0].arrived + self.window
+            while sum(map(len, self.queue)) < n:
                 now = time.monotonic()
-                until = deadline if self.announced() else min(self.queue[-1].arrived + self.quiet, deadline)
+                until = deadline if self.announced() else min(self.queue[-1][0].arrived + self.quiet, deadline)
                 if until <= now:
                     break
                 self.cond.wait(min(until - now, POLL_S))
-            return [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
+            batch: list[Job] = []
+            while self.queue and len(batch) + len(self.queue[0]) <= n:
+                batch += self.queue.popleft()
+            return batch
 
     def _serve(self) -> None:
         while True:
@@ -151,7 +154,7 @@ class Batcher:
         options.check()
         if slots < 1:
             raise DriftError(f"slots must be at least 1, got {slots}")
-        self.llm, self.slm = llm, slm
+        self.llm, self.slm, self.slots = llm, slm, slots
         self.models = [llm] + ([slm] if slm is not llm else [])
         self._args = (self.models, slots, options, n_threads, quiet, window)
         self._lanes: dict[tuple, _Lane] = {}
@@ -172,10 +175,17 @@ class Batcher:
                 self._lanes[tuple(layout)] = _Lane(name, layout, lambda: self._announced, *self._args)
             return self._lanes[tuple(layout)]
 
-    def submit(self, job: Job) -> Job:
-        native_sampling(job.sampling)  # bad values fail here, not in the lane's batch
-        check_history(job.history)
-        self.lane(job.formula).submit(job)
+    def submit(self, job: Job, *siblings: Job) -> Job:
+        """Queues the job; siblings (a request's other choices, of the same formula) run in its batch."""
+        jobs = [job, *siblings]
+        if len(jobs) > self.slots:
+            raise DriftError(f"{len(jobs)} answers cannot run in one batch of {self.slots} slots (serve --slots)")
+        for j in jobs:  # bad values fail here, not in the lane's batch
+            check_sampling_for(self.llm, j.sampling)
+            check_history(j.history)
+        if any(j.formula != job.formula for j in siblings):
+            raise DriftError("the answers of one batch must share their formula")
+        self.lane(job.formula).submit(jobs)
         return job
 
     def generate(self, job: Job) -> Generation:

@@ -114,6 +114,18 @@ def native_sampling(sampling: Sampling, stats: bool = False):
     sampling.check()
     native = _core.SamplingParams()
     for f in dataclasses.fields(sampling):
-        setattr(native, f.name, list(sampling.stop) if f.name == "stop" else getattr(sampling, f.name))
+        value = getattr(sampling, f.name)
+        setattr(native, f.name, list(value) if f.name in ("stop", "logit_bias") else value)
     native.entropy_stats = stats
     return native
+
+
+def check_sampling_for(model: Model, sampling: Sampling) -> None:
+    """The sampling checked, with what only the writing model can judge: the logit_bias's token ids and
+    the grammar."""
+    sampling.check()
+    for token, _ in sampling.logit_bias:
+        if token >= model.n_vocab:
+            raise DriftError(f"logit_bias: no token {token} in the vocabulary of {model.n_vocab} tokens")
+    if sampling.grammar:
+        _core.check_grammar(model.core, sampling.grammar)
