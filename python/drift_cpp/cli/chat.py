@@ -36,65 +36,52 @@ def _chat_formula(cfg: DriftConfig, target: Optional[Path]):
 
 
 class _Learner:
-    """chat's preference capture: two candidates, the user's pick, the profile updated with it."""
+    """chat's side of learning from picks (steer/questions.Learner does the rest): the two answers shown,
+    the pick read, the session rebuilt when the profile's formula changes, and the word when it settles."""
 
-    def __init__(self, ctx, cfg: DriftConfig, target: Optional[Path], include: Optional[str]):
+    def __init__(self, ctx, cfg: DriftConfig, target: Optional[Path], include: Optional[str], questions: str):
+        from ..steer.questions import Learner
         self.ctx, self.cfg, self.target = ctx, cfg, target
-        self.attributes = attribute_set(None, include, None)  # checked now, used for a new profile
-        self._scorer = None
+        attributes = attribute_set(None, include, None)  # checked now, used for a new profile
+        self.core = None if target is None else Learner(
+            target, lambda: open_scorer(ctx, cfg.slm, open_cache(False)), attributes, questions)
+        self._said = None  # the settling last announced
         if target is not None and not target.exists():
             click.echo(f"(new profile {target}: your picks create it; plain decoding until "
                        f"{params.MIN_PROFILE_PAIRS} pairs)", err=True)
 
-    def need(self) -> Path:
-        if self.target is None:
+    def need(self):
+        if self.core is None:
             raise DriftError("/ab, /undo and --learn need one --profile PATH (no weight, no --formula) to learn into")
-        return self.target
+        return self.core
 
     def ab(self, drift, line: str, sampling, read_pick):
         """Two answers to `line`, side by side; the pick becomes a pair and the conversation goes on with it."""
-        from ..preferences import pair_from
-        self.ready()  # a fault found after the two answers would lose the pick
-        history = drift.history + [{"role": "user", "content": line}]
-        if drift.active_weights:  # a profile steers: it against plain decoding
-            answers = [g.text for g in drift.generate_all(history, sampling)]
-            titles = ("1: personalized", "2: plain")
-        else:  # two samples
-            answers = [drift.generate(history, dataclasses.replace(sampling, seed=(sampling.seed + i) % 2**32)).text
-                       for i in (0, 1)]
-            titles = ("1", "2")
-        click.echo(side_by_side(*answers, titles=titles))
+        question = self.need().ask(drift, drift.history + [{"role": "user", "content": line}], sampling)
+        click.echo(side_by_side(*question.answers, titles=question.titles))
         pick = read_pick()
-        drift.history = history + [{"role": "assistant", "content": answers[1 if pick == 2 else 0]}]
+        drift.history = question.history + [{"role": "assistant", "content": question.answers[1 if pick == 2 else 0]}]
         if pick is None:
             return drift
-        if answers[0].strip() == answers[1].strip():
+        update = self.core.record(question, pick)
+        if update is None:
             click.echo("(the two answers are the same: nothing to learn)")
             return drift
-        chosen, rejected = answers[pick - 1], answers[2 - pick]
-        return self._learn(drift, pair_from({"prompt": history, "chosen": chosen, "rejected": rejected}, "pick"))
-
-    def ready(self) -> None:
-        """The profile, its pairs file and its folder can take a pick, and the scorer is loaded."""
-        from ..fit import learning
-        learning.check(self.need())
-        if self._scorer is None:
-            self._scorer = open_scorer(self.ctx, self.cfg.slm, open_cache(False))
-
-    def _learn(self, drift, pair):
-        from ..fit import learning
-        update = learning.add(self.target, [pair], self._scorer, self.attributes)
-        return self._report(drift, update, "learned")
+        return self.report_fit(drift, update, "learned")
 
     def undo(self, drift):
-        from ..fit import learning
-        return self._report(drift, learning.undo(self.need()), "undone")
+        return self.report_fit(drift, self.need().undo(), "undone")
 
     def report_fit(self, drift, update, what):
         from ..fit import learning
         n = update.profile.n_pairs if update.profile else 0
         state = "" if learning.steers(update.profile) and n else f"; plain decoding until {params.MIN_PROFILE_PAIRS} pairs"
         click.echo(f"({what}: {n} pairs in {self.target}{state}; {update.describe()})")
+        settled = self.core.settled()
+        if settled and self._said is None:
+            click.echo(f"(your profile has settled after {settled} picks: the last {params.SETTLE_PICKS} changed "
+                       "its predictions little; more picks refine it slowly)")
+        self._said = settled
         formula = _chat_formula(self.cfg, self.target)
         if formula == drift.formula:
             return drift
@@ -109,15 +96,18 @@ class _Learner:
 @click.option("--learn", type=click.IntRange(0), default=0,
               help="Every N-th turn shows two answers and learns from your pick into --profile (0: only /ab).")
 @click.option("--learn-include", default=None, help="A new profile scores only these attribute ids (comma-separated).")
+@click.option("--questions", type=click.Choice(params.QUESTIONS), default=params.DEFAULT_QUESTIONS, show_default=True,
+              help="How --learn and /ab make their two answers: the profile against plain, two plain samples, "
+                   "the profile at two strengths, or the two of a few samples the profile is least sure between.")
 @click.pass_context
 @one_line_errors
-def chat(ctx, learn, learn_include, **options):
+def chat(ctx, learn, learn_include, questions, **options):
     """Interactive chat that streams tokens. Commands: /profile PATH, /beta X, /attributes, /compare, /ab [MESSAGE],
     /undo, /reset, /quit. With one --profile, /ab and --learn N learn from your picks (a missing profile is created)."""
     from ..fileio import decode_utf8
     cfg, sampling = DriftConfig.take(options), take_sampling(options)
     target = _learning_target(cfg)
-    learner = _Learner(ctx, cfg, target, learn_include)
+    learner = _Learner(ctx, cfg, target, learn_include, questions)
     if learn:
         learner.need()
     drift = open_session(ctx, cfg, _chat_formula(cfg, target), compare=True)
@@ -171,7 +161,7 @@ def chat(ctx, learn, learn_include, **options):
                     new = dataclasses.replace(cfg, profiles=(arg.strip(),) if arg.strip() else ())
                     target = _learning_target(new)
                     drift = open_session(ctx, new, _chat_formula(new, target), compare=True)  # only once it loaded
-                    cfg, learner = new, _Learner(ctx, new, target, learn_include)
+                    cfg, learner = new, _Learner(ctx, new, target, learn_include, questions)
                     click.echo(f"(profile: {arg.strip() or 'none'})")
                 elif command == "/attributes":
                     for name, w in drift.active_weights or [("(none: plain decoding)", 0.0)]:

@@ -31,15 +31,12 @@ import numpy as np
 from ..errors import DriftError
 from ..fit import approximation, choice, learning, screening
 from ..fit.profile import FitOptions, Profile, pair_bows, reward_features
-from ..params import ACTIVE_CANDIDATES, DEFAULT_QUESTIONS, SETTLE_PICKS, SETTLE_TOL, Sampling
+from ..params import ACTIVE_CANDIDATES, DEFAULT_QUESTIONS, QUESTIONS as STRATEGIES, SETTLE_PICKS, SETTLE_TOL, Sampling
 from ..preferences import PreferencePair, pair_from
 from ..score.attributes import AttributeSet
 from ..score.scorer import Scorer
 from .formula import Formula
 from .session import Drift, Generation
-
-STRATEGIES = ("personalized", "samples", "betas", "active")
-
 
 def check_strategy(strategy: str) -> str:
     if strategy not in STRATEGIES:
