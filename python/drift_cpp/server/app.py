@@ -21,6 +21,8 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Awaitable, Callable, Optional, Union
 
@@ -32,7 +34,7 @@ from starlette.exceptions import HTTPException
 from ..fit import learning
 from ..score.attributes import AttributeSet
 from ..steer.batching import Batcher, Job
-from ..steer.binding import Binding
+from ..steer.binding import Binding, check_sampling_for
 from ..steer.session import check_history
 from ..errors import DriftError
 from ..steer.formula import LLM, SLM, Formula
@@ -108,20 +110,24 @@ class Server:
         except DriftError as e:
             raise ApiError(400, str(e), "plausibility" if "plausibility" in str(e) else "max_kl") from None
 
-    async def generate(self, formula: Formula, messages: list[dict], sampling: Sampling,
-                       on_piece: Optional[Callable[[str], None]] = None) -> Job:
-        """The job, once done; leaving (a cancelled await) stops it within one token."""
+    async def generate(self, formula: Formula, messages: list[dict], samplings: list[Sampling],
+                       on_piece: Optional[Callable[[int, str], None]] = None) -> list[Job]:
+        """The jobs of a request's choices (one per sampling, decoded in one batch), once all are done;
+        on_piece gets a choice's index and text. Leaving (a cancelled await) stops them within one token."""
         loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        job = Job(formula, messages, sampling, on_piece, lambda: _call(loop, _resolve, done))
-        self.batcher.submit(job)
+        done = [loop.create_future() for _ in samplings]
+        jobs = [Job(formula, messages, sampling, None if on_piece is None else partial(on_piece, i),
+                    partial(_call, loop, _resolve, future)) for i, (sampling, future) in enumerate(zip(samplings, done))]
+        self.batcher.submit(*jobs)
         try:
-            await done
+            await asyncio.gather(*done)
         finally:
-            job.cancel.set()
-        if job.error is not None:
-            raise job.error
-        return job
+            for job in jobs:
+                job.cancel.set()
+        for job in jobs:
+            if job.error is not None:
+                raise job.error
+        return jobs
 
     async def learn(self, items: list[PreferenceItem]) -> list[dict]:
         return await asyncio.wrap_future(self._learner.submit(self._learn, items))
@@ -282,31 +288,40 @@ def create_app(server: Server, max_body: int) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def completions(request: ChatRequest, http: Request):
+        unsupported = request.unsupported()
+        if unsupported is not None:
+            raise ApiError(400, f"Unsupported parameter: '{unsupported}' is not supported by drift-cpp",
+                           unsupported, "unsupported_parameter")
         if request.model != server.model_id:
             raise ApiError(404, f"The model '{request.model}' does not exist (this server has '{server.model_id}')",
                            "model", "model_not_found")
+        n = 1 if request.n is None else request.n
+        if not 1 <= n <= server.batcher.slots:  # a request's choices are decoded in one batch
+            raise ApiError(400, f"n must be in [1, {server.batcher.slots}] (this server's --slots), got {n}", "n")
         try:
             sampling = request.sampling()
+            check_sampling_for(server.batcher.llm, sampling)  # the logit_bias's tokens, the grammar
         except DriftError as e:
             raise ApiError(400, str(e)) from None
+        # Choice i samples with seed + i: n answers, each reproducible.
+        samplings = [replace(sampling, seed=(sampling.seed + i) % 2**32) for i in range(n)]
         formula = await asyncio.to_thread(server.formula, request)  # may read and check a large profile file
-        messages = [m.model_dump() for m in request.messages]
+        messages = [m.model_dump(include={"role", "content"}) for m in request.messages]
         check_history(messages)
         server.batcher.lane(formula)  # its models checked, its engine made: errors before the stream starts
         _arrived(server, http)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": _now(), "model": server.model_id}
         if not request.stream:
-            job = await _unless_left(http, server.generate(formula, messages, sampling))
-            if job is None:
+            jobs = await _unless_left(http, server.generate(formula, messages, samplings))
+            if jobs is None:
                 return Response(status_code=499)  # nobody reads it: the client closed the request
-            n, result = len(job.result.tokens), job.result
             return {**head, "object": "chat.completion",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                                 "finish_reason": result.finish_reason}],
-                    "usage": {"prompt_tokens": job.prompt_tokens, "completion_tokens": n,
-                              "total_tokens": job.prompt_tokens + n}}
+                    "choices": [{"index": i, "message": {"role": "assistant", "content": job.result.text},
+                                 "finish_reason": job.result.finish_reason} for i, job in enumerate(jobs)],
+                    "usage": _usage(jobs)}
         await asyncio.to_thread(_check_context, server, formula, messages)
-        return StreamingResponse(_stream(server, head, formula, messages, sampling, public),
+        usage = bool(request.stream_options and request.stream_options.include_usage)
+        return StreamingResponse(_stream(server, head, formula, messages, samplings, usage, public),
                                  media_type="text/event-stream")
 
     return app
@@ -337,33 +352,46 @@ async def _unless_left(http: Request, work: Awaitable):
     return task.result()
 
 
-def _chunk(head: dict, delta: dict, finish_reason: Optional[str] = None) -> str:
-    body = {**head, "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+def _usage(jobs: list[Job]) -> dict:
+    """OpenAI's usage: the prompt counted once, the tokens of every choice."""
+    completion = sum(len(job.result.tokens) for job in jobs)
+    prompt = jobs[0].prompt_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _chunk(head: dict, choices: list[dict], usage: Union[bool, dict] = False) -> str:
+    """One event; with stream_options.include_usage every chunk has a usage, null but in the last."""
+    body = {**head, "object": "chat.completion.chunk", "choices": choices,
+            **({} if usage is False else {"usage": None if usage is True else usage})}
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def _stream(server: Server, head: dict, formula: Formula, messages: list[dict], sampling: Sampling,
-                  public: Callable[[str], str]):
+async def _stream(server: Server, head: dict, formula: Formula, messages: list[dict], samplings: list[Sampling],
+                  usage: bool, public: Callable[[str], str]):
     """Server-sent events as OpenAI streams them. However the stream ends (a client that leaves
-    closes this generator), the job is cancelled, and the engine stops it before its next token."""
+    closes this generator), the jobs are cancelled, and the engine stops them before their next token."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue = asyncio.Queue()
-    generation = asyncio.ensure_future(server.generate(formula, messages, sampling,
-                                                       lambda text: _call(loop, pieces.put_nowait, text)))
+    generation = asyncio.ensure_future(server.generate(formula, messages, samplings,
+                                                       lambda i, text: _call(loop, pieces.put_nowait, (i, text))))
     generation.add_done_callback(lambda _: pieces.put_nowait(None))
     try:
-        yield _chunk(head, {"role": "assistant", "content": ""})
+        for i in range(len(samplings)):
+            yield _chunk(head, [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                         usage)
         while (piece := await pieces.get()) is not None:
-            yield _chunk(head, {"content": piece})
+            yield _chunk(head, [{"index": piece[0], "delta": {"content": piece[1]}, "finish_reason": None}], usage)
         try:
-            job = generation.result()
+            jobs = generation.result()
         except Exception as e:  # noqa: BLE001  (the stream has begun: an error event, as OpenAI sends)
             message = public(str(e)) if isinstance(e, DriftError) else \
                 f"internal error ({type(e).__name__}); please report it"
             yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
         else:
-            yield _chunk(head, {}, job.result.finish_reason)
+            for i, job in enumerate(jobs):
+                yield _chunk(head, [{"index": i, "delta": {}, "finish_reason": job.result.finish_reason}], usage)
+            if usage:
+                yield _chunk(head, [], _usage(jobs))
         yield "data: [DONE]\n\n"
     finally:
         generation.cancel()  # which cancels the job

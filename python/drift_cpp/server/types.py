@@ -3,26 +3,62 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from ..errors import DriftError
 from ..params import Sampling
+from ..steer.grammar import schema_grammar
 
 
 Number = Union[StrictFloat, StrictInt]
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class Body(BaseModel):
+    """A part of a request: fields it does not know are kept, to be refused by name (unsupported())."""
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def unsupported(self, at: str = "") -> Optional[str]:
+        """The first field given (not null) that drift-cpp does not honour, as a dotted path; None if none."""
+        for name, value in (self.model_extra or {}).items():
+            if value is not None:
+                return at + name
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            for i, part in enumerate(value if isinstance(value, list) else [value]):
+                if isinstance(part, Body):
+                    found = part.unsupported(f"{at}{name}[{i}]." if isinstance(value, list) else f"{at}{name}.")
+                    if found:
+                        return found
+        return None
+
+
+class Message(Body):
     role: Literal["system", "user", "assistant"]
     content: StrictStr
 
 
-class ChatRequest(BaseModel):
-    """The OpenAI fields drift-cpp honours; others (n=1, stream_options, ...) are accepted and ignored."""
-    model_config = ConfigDict(extra="ignore")
+class JsonSchema(Body):
+    name: Optional[StrictStr] = None
+    description: Optional[StrictStr] = None
+    schema_: Optional[dict[str, Any]] = Field(None, alias="schema")
+    strict: Optional[StrictBool] = None
+
+
+class ResponseFormat(Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JsonSchema] = None
+    schema_: Optional[dict[str, Any]] = Field(None, alias="schema")  # llama-cpp-python's json_object with a schema
+
+
+class StreamOptions(Body):
+    include_usage: Optional[StrictBool] = None
+
+
+class ChatRequest(Body):
+    """The OpenAI fields drift-cpp honours; any other field given is refused by name (a 400), never ignored."""
     model: StrictStr
     messages: list[Message] = Field(min_length=1)
     max_tokens: Optional[StrictInt] = None
@@ -34,7 +70,10 @@ class ChatRequest(BaseModel):
     seed: Optional[StrictInt] = None
     stop: Union[StrictStr, list[StrictStr], None] = None
     stream: StrictBool = False
-    n: Literal[1] = 1
+    stream_options: Optional[StreamOptions] = None
+    n: Optional[StrictInt] = None
+    logit_bias: Optional[dict[str, Number]] = None  # token id -> bias in [-100, 100]
+    response_format: Optional[ResponseFormat] = None
     user: Optional[StrictStr] = None
     # drift-cpp's own, in the client's extra body: the strength and the guard of the user's steering
     beta: Optional[Number] = None
@@ -46,10 +85,31 @@ class ChatRequest(BaseModel):
         given = {"max_tokens": self.max_completion_tokens if self.max_completion_tokens is not None
                  else self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
                  "frequency_penalty": self.frequency_penalty, "presence_penalty": self.presence_penalty,
-                 "stop": (self.stop,) if isinstance(self.stop, str) else None if self.stop is None else tuple(self.stop)}
+                 "stop": (self.stop,) if isinstance(self.stop, str) else None if self.stop is None else tuple(self.stop),
+                 "logit_bias": self._logit_bias(), "grammar": self._grammar()}
         sampling = replace(Sampling(), **{k: v for k, v in given.items() if v is not None})
         sampling.check()
         return sampling
+
+    def _logit_bias(self) -> Optional[tuple]:
+        if self.logit_bias is None:
+            return None
+        for key in self.logit_bias:
+            if not key.isdigit():
+                raise ApiError(400, f"logit_bias: the key {key!r} is no token id", "logit_bias")
+        return tuple((int(key), float(value)) for key, value in self.logit_bias.items())
+
+    def _grammar(self) -> Optional[str]:
+        """The GBNF of the response_format (steer/grammar.py); None for text."""
+        rf = self.response_format
+        if rf is None or rf.type == "text":
+            return None
+        if rf.type == "json_schema" and (rf.json_schema is None or rf.json_schema.schema_ is None):
+            raise ApiError(400, "response_format: a json_schema needs json_schema.schema", "response_format")
+        try:
+            return schema_grammar(rf.json_schema.schema_ if rf.type == "json_schema" else rf.schema_)
+        except DriftError as e:
+            raise ApiError(400, f"response_format: {e}", "response_format") from None
 
 
 class PreferenceItem(BaseModel):
