@@ -108,3 +108,26 @@ def test_a_bad_grammar_or_bias_fails_in_one_line_before_any_token(smollm):
             with pytest.raises(DriftError) as e:
                 attempt()
             assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_generate_answers_in_a_schema_s_json_and_names_a_bad_file_in_one_line(smollm, tmp_path, capfd):
+    from test_reliability import run, runner
+
+    from drift_cpp.cli import main
+    schema, bad_json, bad_gbnf = tmp_path / "s.json", tmp_path / "bad.json", tmp_path / "bad.gbnf"
+    schema.write_text(json.dumps(SCHEMA))
+    bad_json.write_text('{"type": ')
+    bad_gbnf.write_text("root ::= undefined-rule\n")
+    Profile.with_weights(smollm, {"concise": 0.8, "humor": -0.6}).save(tmp_path / "alice.json")
+    for profile in ([], ["--profile", tmp_path / "alice.json"]):
+        args = ["--threads", "1", "generate", "--prompt", PROMPT, "--json", "--temperature", "0.8",
+                "--max-tokens", MAX_TOKENS, "--json-schema", schema, *profile]
+        result = runner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0 and conforms(json.loads(json.loads(result.stdout)["text"])), result.stdout
+    for args, words in ((["--json-schema", bad_json], f"{bad_json}:1: invalid JSON"),
+                        (["--grammar", bad_gbnf], f"{bad_gbnf}: Undefined rule identifier 'undefined-rule'"),
+                        (["--grammar", tmp_path / "none.gbnf"], "none.gbnf: file not found"),
+                        (["--grammar", bad_gbnf, "--json-schema", schema], "give one")):
+        code, err = run("--threads", "1", "generate", "--prompt", PROMPT, *args)
+        assert code == 1 and words in err, err
+        assert "root ::=" not in capfd.readouterr().err  # llama.cpp's own report of the grammar is caught

@@ -10,8 +10,9 @@ import click
 from ..errors import DriftError
 from .display import side_by_side
 from .group import main, one_line_errors
-from .options import (DriftConfig, build_formula, drift_options, llm_option, model_options, no_cache_option,
-                      open_cache, open_scorer, open_session, sampling_options, slm_option, take_sampling)
+from .options import (DriftConfig, build_formula, check_grammar_of, drift_options, llm_option, model_options,
+                      no_cache_option, open_cache, open_scorer, open_session, read_grammar, sampling_options,
+                      slm_option, take_sampling)
 
 
 @main.command()
@@ -21,18 +22,23 @@ from .options import (DriftConfig, build_formula, drift_options, llm_option, mod
 @click.option("--compare", is_flag=True, help="Show the plain and the personalized answers side by side.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--stats", is_flag=True, help="Tokens/s and mean next-token entropy (plain vs fused).")
+@click.option("--json-schema", type=click.Path(), help="Answer in JSON that follows this JSON Schema file.")
+@click.option("--grammar", type=click.Path(), help="Answer in this GBNF grammar file's language (start rule: root).")
 @click.pass_context
 @one_line_errors
-def generate(ctx, prompt, compare, as_json, stats, **options):
+def generate(ctx, prompt, compare, as_json, stats, json_schema, grammar, **options):
     """Generate an answer, personalized by --profile (or steered by --negative-system, --formula)."""
+    from dataclasses import replace
     from ..fileio import check_utf8, decode_utf8
     cfg, sampling = DriftConfig.take(options), take_sampling(options)
+    sampling = replace(sampling, grammar=read_grammar(grammar, json_schema))
     if prompt is None:
         prompt = decode_utf8(sys.stdin.buffer.read(), "stdin")
     check_utf8(prompt, "--prompt")
     if not prompt.strip():
         raise DriftError("empty prompt: pass --prompt or write it to stdin")
     drift = open_session(ctx, cfg, build_formula(cfg), compare=compare)
+    check_grammar_of(drift.llm, sampling, grammar or json_schema)  # before any token
     if compare:  # plain decoding is a second formula, run in the same steps
         result, plain = drift.generate_all(prompt, sampling, stats=stats)
     else:

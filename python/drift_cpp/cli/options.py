@@ -77,7 +77,7 @@ def take_fields(cls, kwargs: dict):
 def options_from(cls):
     """Click options for a parameter dataclass's fields, with its defaults and help: one source of truth."""
     def decorate(f):
-        for fld in reversed(dataclasses.fields(cls)):
+        for fld in reversed(_cli_fields(cls)):
             flag = "--" + fld.name.replace("_", "-")
             if isinstance(fld.default, tuple):
                 f = click.option(flag, multiple=True, help=fld.metadata.get("help"))(f)
@@ -86,6 +86,11 @@ def options_from(cls):
                                  help=fld.metadata.get("help"))(f)
         return f
     return decorate
+
+
+def _cli_fields(cls) -> list:
+    """The fields that are options (a grammar, say, comes from a file option of its own)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
 
 
 sampling_options = options_from(params.Sampling)
@@ -208,9 +213,49 @@ def open_session(ctx, cfg: DriftConfig, formula, compare: bool = False):
     return drift
 
 
+def read_grammar(grammar: Optional[str], json_schema: Optional[str]) -> str:
+    """The GBNF of --grammar FILE, or of --json-schema FILE; "" for neither."""
+    from ..fileio import parse_json, read_text
+    from ..steer.grammar import schema_grammar
+    if grammar and json_schema:
+        raise DriftError("--grammar and --json-schema are two grammars: give one")
+    if grammar:
+        text = read_text(grammar)
+        if not text.strip():
+            raise DriftError(f"{grammar}: an empty grammar")
+        return text
+    if not json_schema:
+        return ""
+    try:
+        return schema_grammar(parse_json(read_text(json_schema), json_schema))
+    except DriftError as e:
+        raise DriftError(str(e) if str(e).startswith(json_schema) else f"{json_schema}: {e}") from None
+
+
+def check_grammar_of(model, sampling, path: Optional[str]) -> None:
+    """The sampling's grammar parses for the model, or one line naming its file with llama.cpp's reason
+    (which llama.cpp writes to stderr, with the whole grammar: caught here)."""
+    import os
+    import re
+    import tempfile
+    from ..steer.binding import check_sampling_for
+    with tempfile.TemporaryFile() as caught:
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            check_sampling_for(model, sampling)
+        except DriftError as e:
+            caught.seek(0)
+            reason = re.search(r"error parsing grammar: (.*)", caught.read().decode("utf-8", "replace"))
+            raise DriftError(f"{path}: {reason.group(1) if reason else e}") from None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def take_sampling(kwargs: dict):
     """Pops the sampling options out of a command's keyword arguments."""
-    fields = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(params.Sampling)}
+    fields = {f.name: kwargs.pop(f.name) for f in _cli_fields(params.Sampling)}
     sampling = params.Sampling(**{**fields, "stop": tuple(fields["stop"])})
     sampling.check()
     return sampling
