@@ -27,6 +27,7 @@ def test_report_names_keep_the_default_apart_from_a_pair():
     assert report_name(None, None, True) == "bench-quick"
     assert report_name("qwen-1.5b", "qwen-0.5b", False) == "bench-qwen-1.5b-qwen-0.5b"
     assert report_name("/models/My-8B.gguf", "/models/My-1B.gguf", True) == "bench-My-8B-My-1B-quick"
+    assert report_name(None, None, True, grammar_only=True) == "bench-grammar-quick"
 
 
 def test_quick_bench_writes_every_configuration(tmp_path):
@@ -43,5 +44,10 @@ def test_quick_bench_writes_every_configuration(tmp_path):
     assert rows["drift m=1"]["kv_bytes"] < rows["drift m=3"]["kv_bytes"]  # one KV cache per attribute
     assert "cost_over_plain" in rows["drift m=3"] and "cost_over_plain" not in rows["plain LLM"]
     assert report["decoding"]["naive"]["m"] == 3
+    grammar = {r["name"]: r for r in report["grammar"]["rows"]}
+    assert list(grammar) == ["plain LLM", "drift m=3"]
+    for r in grammar.values():  # each answer held to the schema's grammar begins its JSON object
+        assert r["grammar_answer"].lstrip().startswith("{") and r["tokens_grammar"] > 0
+        assert r["grammar_step_ms"]["median"] > 0 and r["free_step_ms"]["median"] > 0
     md = (tmp_path / "bench-quick.md").read_text()
-    assert "| drift m=3 |" in md and "Note: smoke test" in md
+    assert "| drift m=3 |" in md and "Note: smoke test" in md and "## Grammar-constrained decoding" in md

@@ -4,6 +4,7 @@ Scorer: tokens/s of the sLM against raw llama.cpp prefill of the same items, and
 prefix sharing. Decoding, on an LLM and an sLM (the embedded model for both by default): the plain
 LLM step and Drift at m = 1, 3, 7, each against its raw lower bound (the bare llama_decode calls);
 the naive way (m + 2 llama-cpp-python Llama objects fused with numpy); KV memory at each m.
+Grammar: decoding held to a JSON schema's grammar against free decoding, plain and Drift at m = 3.
 Configurations are interleaved within each repetition, ratios are taken within a repetition, and the
 report gives their median and min-max over repetitions.
 """
@@ -32,6 +33,10 @@ SYSTEMS = ["You are an AI assistant.", "You are a humorous AI assistant.", "You 
 M_VALUES = (1, 3, 7)
 NAIVE_M = 7
 TARGET_RATIO = 1.10  # a Drift step may cost at most this much over its raw decode calls
+# Free-text fields, so that a constrained answer runs about as long as a free one.
+GRAMMAR_SCHEMA = {"type": "object", "required": ["topic", "summary"],
+                  "properties": {"topic": {"type": "string"}, "summary": {"type": "string"}}}
+GRAMMAR_M = 3
 
 
 def _rss_mib() -> float:
@@ -52,10 +57,11 @@ def check_out_dir(out: Path) -> None:
         raise DriftError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
 
 
-def report_name(llm: Optional[str], slm: Optional[str], quick: bool) -> str:
-    """bench(-quick) for the embedded model; bench-<llm>-<slm>(-quick) for another pair."""
+def report_name(llm: Optional[str], slm: Optional[str], quick: bool, grammar_only: bool = False) -> str:
+    """bench(-quick) for the embedded model; bench-<llm>-<slm>(-quick) for another pair; bench-grammar...
+    for the grammar alone."""
     names = [n if n in PRESETS else Path(n).stem for n in (llm, slm) if n]
-    name = "-".join(["bench"] + list(dict.fromkeys(names)))
+    name = "-".join(["bench"] + (["grammar"] if grammar_only else []) + list(dict.fromkeys(names)))
     return name + ("-quick" if quick else "")
 
 
@@ -199,19 +205,72 @@ def bench_decoding(llm: Optional[str], slm: Optional[str], options: ModelOptions
                       "speedup_of_drift": _spread([r["naive_step_ms"] / r[naive_m]["step_ms"] for r in runs])}}
 
 
+def bench_grammar(llm: Optional[str], slm: Optional[str], options: ModelOptions, reps: int, n: int) -> dict:
+    """Greedy steps held to GRAMMAR_SCHEMA's grammar against free ones, on the plain LLM (the grammar sees
+    every token) and on Drift at m = GRAMMAR_M under the default guard (it sees the guard's tokens, and
+    every token where it rules out the LLM's top one)."""
+    from .models import load_model
+    from .params import Sampling
+    from .steer.grammar import schema_grammar
+    from .steer.session import Drift
+
+    grammar = schema_grammar(GRAMMAR_SCHEMA)
+    drifts = {"plain LLM": Drift(llm=llm, slm=slm, options=options),
+              f"drift m={GRAMMAR_M}": Drift(llm=llm, slm=slm, options=options,
+                                             profile=_profile_with(load_model(slm, options), GRAMMAR_M))}
+    runs, loads = [], []
+    for rep in range(reps):
+        click.echo(f"  repetition {rep + 1} of {reps}...", err=True)
+        loads.append(os.getloadavg()[0])
+        run = {}
+        for name, drift in drifts.items():  # interleaved within the repetition
+            for held in ("", grammar):
+                out = drift.generate(QUESTIONS[0], Sampling(temperature=0, max_tokens=n, grammar=held))
+                run[name, bool(held)] = {"step_ms": 1e3 * out.seconds / max(len(out.tokens), 1),
+                                         "tokens": len(out.tokens), "text": out.text}
+        runs.append(run)
+    rows = [{"name": name, "tokens_free": runs[-1][name, False]["tokens"],
+             "tokens_grammar": runs[-1][name, True]["tokens"], "grammar_answer": runs[-1][name, True]["text"],
+             "free_step_ms": _spread([r[name, False]["step_ms"] for r in runs]),
+             "grammar_step_ms": _spread([r[name, True]["step_ms"] for r in runs]),
+             "cost_of_grammar": _spread([r[name, True]["step_ms"] / r[name, False]["step_ms"] for r in runs])}
+            for name in drifts]
+    return {"schema": GRAMMAR_SCHEMA, "tokens_per_config": n, "reps": reps, "load_at_each_rep": loads, "rows": rows}
+
+
+def _grammar_markdown(g: dict) -> list[str]:
+    lines = ["## Grammar-constrained decoding", "",
+             f"Greedy, {g['reps']} repetitions of up to {g['tokens_per_config']} tokens, held to the grammar of "
+             f"`{json.dumps(g['schema'])}` (llama-cpp-python's converter) or free; median (min-max), each ratio "
+             "within one repetition. Machine load at each repetition: "
+             f"{', '.join(f'{x:.2f}' for x in g['load_at_each_rep'])}.", "",
+             "| config | free step ms | grammar step ms | grammar / free | tokens free / grammar |",
+             "|---|---|---|---|---|"]
+    for r in g["rows"]:
+        lines.append(f"| {r['name']} | {_fmt(r['free_step_ms'])} | {_fmt(r['grammar_step_ms'])} | "
+                     f"{_fmt(r['cost_of_grammar'], 'x', 2)} | {r['tokens_free']} / {r['tokens_grammar']} |")
+    return lines + [""] + [f"{r['name']} under the grammar: `{r['grammar_answer']}`" for r in g["rows"]]
+
+
 def _fmt(s: dict, unit: str = "", digits: int = 1) -> str:
     return f"{s['median']:.{digits}f}{unit} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
 
 
 def _markdown(report: dict) -> str:
-    s, d = report["scorer"], report["decoding"]
+    d = report.get("decoding") or report["grammar"]  # the grammar alone: bench --grammar-only
     lines = [f"# drift-cpp benchmark ({report['when']}, {report['machine']})", "",
              f"LLM: {report['llm']}; sLM: {report['slm']}; threads: {report['threads']}; "
              f"{d['reps']} repetitions of {d['tokens_per_config']} tokens per configuration.", "",
              f"Machine load (1-minute average) at the start: {report['load_before']:.2f}, at each repetition: "
              f"{', '.join(f'{x:.2f}' for x in d['load_at_each_rep'])}, at the end: {report['load_after']:.2f}."
-             + (f" Note: {report['note']}" if report.get("note") else ""), "",
-             "## Scorer (the sLM)", "",
+             + (f" Note: {report['note']}" if report.get("note") else ""), ""]
+    if "scorer" in report:
+        lines += _speed_markdown(report["scorer"], d)
+    return "\n".join(lines + _grammar_markdown(report["grammar"])) + "\n"
+
+
+def _speed_markdown(s: dict, d: dict) -> list[str]:
+    lines = ["## Scorer (the sLM)", "",
              "| items | evaluated tokens | naive tokens | scorer tok/s (evaluated) | raw prefill tok/s | ratio | wall speed-up |",
              "|---|---|---|---|---|---|---|",
              f"| {s['items']} | {s['evaluated_tokens']} | {s['naive_tokens']} | {s['scorer_evaluated_tokens_per_s']:.0f} "
@@ -230,12 +289,13 @@ def _markdown(report: dict) -> str:
     lines += ["", f"Naive ({nv['m'] + 2} llama-cpp-python Llama objects, numpy fusion) at m={nv['m']}: "
               f"{_fmt(nv['step_ms'])} ms/step; Drift is {_fmt(nv['speedup_of_drift'], 'x', 2)} faster.", "",
               f"Peak RSS: {d['rss_mib']:.0f} MiB.", "",
-              f"Targets: step <= {TARGET_RATIO:.2f}x raw; faster than naive; KV bytes linear in m."]
-    return "\n".join(lines) + "\n"
+              f"Targets: step <= {TARGET_RATIO:.2f}x raw; faster than naive; KV bytes linear in m.", ""]
+    return lines
 
 
 def run_all(out: Path, quick: bool, llm: Optional[str] = None, slm: Optional[str] = None,
-            options: ModelOptions = ModelOptions(), reps: int = 3, note: str = "", tokens: int = 64) -> dict:
+            options: ModelOptions = ModelOptions(), reps: int = 3, note: str = "", tokens: int = 64,
+            grammar_only: bool = False) -> dict:
     from .fileio import atomic_write_text
     from .models import load_model
 
@@ -244,16 +304,20 @@ def run_all(out: Path, quick: bool, llm: Optional[str] = None, slm: Optional[str
     check_out_dir(out)
     load_before = os.getloadavg()[0]
     llm_model, slm_model = load_model(llm, options), load_model(slm, options)
-    click.echo("benchmarking the scorer...", err=True)
-    scorer = bench_scorer(slm_model, quick)
-    click.echo("benchmarking decoding...", err=True)
-    decoding = bench_decoding(llm, slm, options, quick, reps, tokens)
+    speed = {}
+    if not grammar_only:
+        click.echo("benchmarking the scorer...", err=True)
+        speed["scorer"] = bench_scorer(slm_model, quick)
+        click.echo("benchmarking decoding...", err=True)
+        speed["decoding"] = bench_decoding(llm, slm, options, quick, reps, tokens)
+    click.echo("benchmarking grammar-constrained decoding...", err=True)
+    grammar = bench_grammar(llm, slm, options, reps, tokens)
     report = {"when": time.strftime("%Y-%m-%d %H:%M"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores {platform.processor() or ''}".strip(", "),
               "llm": llm_model.path.name, "slm": slm_model.path.name, "threads": options.n_threads, "quick": quick,
               "load_before": load_before, "load_after": os.getloadavg()[0], "note": note,
-              "scorer": scorer, "decoding": decoding}
-    name = report_name(llm, slm, quick)
+              **speed, "grammar": grammar}
+    name = report_name(llm, slm, quick, grammar_only)
     atomic_write_text(out / f"{name}.json", json.dumps(report, indent=2))
     atomic_write_text(out / f"{name}.md", _markdown(report))
     click.echo(_markdown(report))

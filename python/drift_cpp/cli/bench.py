@@ -19,9 +19,11 @@ from .options import llm_option, model_options, slm_option
                                                      "[default: 3; 1 with --quick].")
 @click.option("--tokens", type=int, default=None, help="Tokens per configuration [default: 64; 16 with --quick].")
 @click.option("--note", default="", help="A remark written into the report (e.g. what else ran).")
+@click.option("--grammar-only", is_flag=True, help="Only grammar-constrained against free decoding (bench-grammar).")
 @click.pass_context
 @one_line_errors
-def bench(ctx, out, quick, llm, slm, reps, tokens, note):
-    """Scorer and decoding benchmarks; writes markdown and JSON reports."""
+def bench(ctx, out, quick, llm, slm, reps, tokens, note, grammar_only):
+    """Scorer, decoding and grammar benchmarks; writes markdown and JSON reports."""
     from ..bench import run_all
-    run_all(Path(out), quick, llm, slm, model_options(ctx), reps or (1 if quick else 3), note, tokens or (16 if quick else 64))
+    run_all(Path(out), quick, llm, slm, model_options(ctx), reps or (1 if quick else 3), note, tokens or (16 if quick else 64),
+            grammar_only)
