@@ -1,5 +1,6 @@
 // The Python binding layer: the only file that knows Python types.
 #include "engine.h"
+#include "length.h"
 #include "model.h"
 #include "scorer.h"
 
@@ -56,6 +57,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_logging", &set_logging, py::arg("enabled"));
     m.def("check_vocab_compatible", &check_vocab_compatible, py::arg("llm"), py::arg("slm"));
     m.def("extra_buffers_safe", &extra_buffers_safe);
+    m.def("count_words", [](const std::string & text) { return count_words(text); }, py::arg("text"));
+    m.def("at_sentence_end", [](const std::string & text) { return at_sentence_end(text); }, py::arg("text"));
     m.def("check_grammar", &check_grammar, py::arg("model"), py::arg("grammar"));
 
     py::class_<Model>(m, "Model")
@@ -155,7 +158,9 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("token_bias", &Steering::token_bias)
         .def_readwrite("eog_bias", &Steering::eog_bias)
         .def_readwrite("plausibility", &Steering::plausibility)
-        .def_readwrite("max_kl", &Steering::max_kl);
+        .def_readwrite("max_kl", &Steering::max_kl)
+        .def_readwrite("length_target", &Steering::length_target)
+        .def_readwrite("length_rate", &Steering::length_rate);
 
     py::class_<Engine>(m, "Engine")
         .def(py::init([](const std::vector<const Model *> & models, const std::vector<SlotLayout> & slots, int n_ctx,
@@ -208,9 +213,9 @@ PYBIND11_MODULE(_core, m) {
             py::arg("slots"), py::arg("steering"), py::arg("sampling"), py::arg("on_piece") = nullptr)
         .def("logits", [](const Engine & self, int slot, int sequence) { return to_numpy(self.logits(slot, sequence)); },
              py::arg("slot"), py::arg("sequence"))
-        .def("fused_logits", [](const Engine & self, int slot, const Steering & steering) {
-            return to_numpy(self.fused_logits(slot, steering));
-        }, py::arg("slot"), py::arg("steering"))
+        .def("fused_logits", [](const Engine & self, int slot, const Steering & steering, const std::string & answer) {
+            return to_numpy(self.fused_logits(slot, steering, answer));
+        }, py::arg("slot"), py::arg("steering"), py::arg("answer") = "")
         .def("plausible", &Engine::plausible, py::arg("slot"), py::arg("steering"))
         .def("raw_steps", &Engine::raw_steps, py::arg("n"), py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("kv_bytes", &Engine::kv_bytes);

@@ -2,6 +2,7 @@
 
 #include "batch.h"
 #include "guard.h"
+#include "length.h"
 #include "logits.h"
 
 #include <algorithm>
@@ -330,6 +331,9 @@ void Engine::check_steering(int slot, const Steering & steering) const {
     if (!(steering.max_kl >= 0.0f && std::isfinite(steering.max_kl))) {
         throw std::invalid_argument("max_kl must be a finite number >= 0");
     }
+    if (!(steering.length_target >= 0.0f && std::isfinite(steering.length_target) && std::isfinite(steering.length_rate))) {
+        throw std::invalid_argument("length_target must be a finite number >= 0 and length_rate finite");
+    }
     if (seqs[0].model != 0) {
         throw std::invalid_argument("a slot's first sequence must be the LLM's: the guard's reference");
     }
@@ -340,7 +344,7 @@ void Engine::check_steering(int slot, const Steering & steering) const {
     }
 }
 
-void Engine::fuse(int slot, const Steering & steering, float * out) const {
+llama_token Engine::fuse(int slot, const Steering & steering, const std::string & answer, float * out) const {
     std::vector<const float *> rows;
     std::vector<int> sizes;
     for (const auto & seq : slots_[slot]) {
@@ -363,17 +367,19 @@ void Engine::fuse(int slot, const Steering & steering, float * out) const {
             out[v] = llm[v] + s * (out[v] - llm[v]);
         }
     }
+    // After the trust region: the hazard decides when to stop, it is not steering to be scaled down.
+    return length_hazard(out, n_vocab_, eog_tokens_, steering.length_target, steering.length_rate, answer);
 }
 
 std::vector<float> Engine::logits(int slot, int index) const {
     return sequence(slot, index).logits;
 }
 
-std::vector<float> Engine::fused_logits(int slot, const Steering & steering) const {
+std::vector<float> Engine::fused_logits(int slot, const Steering & steering, const std::string & answer) const {
     sequence(slot, 0);
     check_steering(slot, steering);
     std::vector<float> out(n_vocab_);
-    fuse(slot, steering, out.data());
+    fuse(slot, steering, answer, out.data());
     return out;
 }
 
@@ -488,7 +494,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<int> & slots,
         GenerationResult & result = run.result;
         const SamplingParams & p = sampling[i];
         const int slot = slots[i];
-        fuse(slot, steering[i], fused.data());
+        const llama_token raised = fuse(slot, steering[i], result.text, fused.data());
         const auto & plain = slots_[slot][0].logits;
         if (p.entropy_stats) {  // of the fused logits before the guard
             result.entropy_plain_bits += entropy_bits(plain.data(), (int) plain.size());
@@ -504,6 +510,12 @@ std::vector<GenerationResult> Engine::generate(const std::vector<int> & slots,
             reference = biased.data();
         }
         admit(i, reference);
+        // The length hazard's end of generation comes just after the LLM's own sentence end: admitted
+        // past the guard (never past a grammar, which allows it only where it is complete).
+        if (raised >= 0 && !run.grammar && std::none_of(candidates.begin(), candidates.end(),
+                                                        [&](const llama_token_data & c) { return c.id == raised; })) {
+            candidates.push_back({raised, fused[raised], 0.0f});
+        }
         llama_token_data_array cur_p = {candidates.data(), candidates.size(), -1, false};
         llama_sampler_apply(run.sampler.get(), &cur_p);
         token = cur_p.data[cur_p.selected].id;

@@ -54,6 +54,10 @@ struct Steering {
     float eog_bias = 0.0f;      // on every end-of-generation token: the length preference (negative lengthens)
     float plausibility = 0.0f;  // alpha: only tokens with p_llm >= alpha * max p_llm are sampled; 0: off
     float max_kl = 0.0f;        // trust region: the steering is scaled so KL(fused || llm) <= max_kl nats; 0: off
+    // Decoding toward the lengths a person chose (length.h): a target in words and the rate per e-fold
+    // (> 0: a stop hazard past the target, < 0: end of generation pushed down before it); 0: off.
+    float length_target = 0.0f;
+    float length_rate = 0.0f;
 };
 
 struct GenerationResult {
@@ -111,9 +115,10 @@ public:
                                            const PieceCallback & on_piece);
 
     // A slot's current next-token logits: of one sequence, or fused by a steering (before the
-    // plausibility guard), and the tokens the guard admits.
+    // plausibility guard) at the step after `answer` (the text generated so far, which the length
+    // hazard reads), and the tokens the guard admits.
     std::vector<float> logits(int slot, int sequence) const;
-    std::vector<float> fused_logits(int slot, const Steering & steering) const;
+    std::vector<float> fused_logits(int slot, const Steering & steering, const std::string & answer = "") const;
     std::vector<llama_token> plausible(int slot, const Steering & steering) const;
 
     // The decode calls of n steps of every slot with no fusion or sampling: the lower bound.
@@ -133,7 +138,8 @@ private:
     int64_t sync_model(int model, std::vector<Sequence *> & seqs, const std::vector<const std::vector<llama_token> *> & prompts);
     void step(const std::vector<std::pair<int, llama_token>> & advance, bool keep_logits);
     void check_steering(int slot, const Steering & steering) const;
-    void fuse(int slot, const Steering & steering, float * out) const;
+    // Returns the end-of-generation token the length hazard raised past the guard, or -1.
+    llama_token fuse(int slot, const Steering & steering, const std::string & answer, float * out) const;
     bool full(int slot) const;
     const Sequence & sequence(int slot, int index) const;
 

@@ -17,9 +17,10 @@ from serving import KEY, running
 from test_choice import synthetic_profile
 
 PROMPT = "Tell me about the ocean."
-TOKENS = 24
-# A strong length taste at beta 0.1 with the guard off ends the answer where plain steering would not,
-# so a caller that dropped the length or word terms would answer differently (checked below).
+TOKENS = 40
+# A strong length taste at beta 0.1 with the guard off ends the answer where plain steering would not
+# (at the first sentence end past its length target, which 24 tokens do not reach), so a caller that
+# dropped the length or word terms would answer differently (checked below).
 BETA, PLAUSIBILITY = 0.1, 0.0
 STEER = ["--beta", str(BETA), "--plausibility", str(PLAUSIBILITY), "--temperature", "0", "--max-tokens", str(TOKENS)]
 

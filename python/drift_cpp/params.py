@@ -49,6 +49,12 @@ DEFAULT_PLAUSIBILITY = 0.1
 DEFAULT_MAX_KL = 0.0
 # Attributes that steer decoding (the paper's m = 7).
 DEFAULT_TOP = 7
+# How a joint profile's attribute weights steer (fit/profile.py, Profile.attribute_scale): "unit", the
+# paper's unit-norm direction whatever its share of the joint model, or "joint", the joint fit's own
+# coefficients, in the units of the margin its length and word weights share. Provisional until
+# experiments/decoding_units.py chooses (docs/results.md, "Decoding in the units of the profile").
+ATTRIBUTE_UNITS = ("unit", "joint")
+DEFAULT_ATTRIBUTE_UNITS = "unit"
 # Response tokens a fit (approximate, evaluate) scores by default; 0 scores whole responses.
 # Chosen on DSP by accuracy against cost: docs/screening.md, "Truncation".
 DEFAULT_MAX_RESPONSE_TOKENS = 64
@@ -87,6 +93,16 @@ def check_guard(plausibility, max_kl, names=("plausibility", "max_kl")) -> None:
         raise DriftError(f"{names[0]} must be in [0, 1) (0: off), got {plausibility!r}")
     if not (_finite(max_kl) and max_kl >= 0):
         raise DriftError(f"{names[1]} must be a finite number >= 0 (0: off), got {max_kl!r}")
+
+
+# The longest length target (words) a formula may carry: far beyond any answer a context holds.
+MAX_LENGTH_TARGET = 1e6
+
+
+def check_length_target(target, name: str = "length_target") -> float:
+    if not (_finite(target) and 0 <= target <= MAX_LENGTH_TARGET):
+        raise DriftError(f"{name} must be a number of words in [0, {MAX_LENGTH_TARGET:g}] (0: none), got {target!r}")
+    return float(target)
 
 
 def check_top_attributes(top: Optional[int]) -> None:

@@ -82,6 +82,19 @@ def length_feature(docs: Sequence[tuple[Doc, Doc]]) -> np.ndarray:
     return np.log1p(words[:, 0]) - np.log1p(words[:, 1]) if len(docs) else np.zeros(0)
 
 
+def length_target(docs: Sequence[tuple[Doc, Doc]], weight: float, beta: float) -> float:
+    """The length decoding steers toward, in words: the median of the answers this person was shown (both
+    sides of each pick: samples of what the LLM writes), each weighted by exp(weight * ln(1 + words) / beta),
+    the KL-regularized tilt of that sample by the fitted length utility at strength 1/beta. 0: no answers."""
+    words = np.array([sum(c for _, c in term_items(d)) for pair in docs for d in pair], dtype=np.float64)
+    if not words.size:
+        return 0.0
+    order = np.argsort(words)
+    logw = weight * np.log1p(words[order]) / beta
+    cum = np.cumsum(np.exp(logw - logw.max()))
+    return float(words[order][np.searchsorted(cum, cum[-1] / 2)])
+
+
 @dataclass
 class Model:
     """A fitted model over some families: margins are D . attributes + length * dlog + (tfidf diff) . words."""

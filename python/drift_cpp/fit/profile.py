@@ -19,6 +19,7 @@ from ..score.attributes import Attribute, AttributeSet, builtin_attributes
 from ..errors import DriftError
 from .features import term_counts
 from ..models import Model
+from ..params import ATTRIBUTE_UNITS
 from ..preferences import PreferencePair
 from .options import FitOptions
 from .screening import ScreenOptions
@@ -357,16 +358,27 @@ class Profile:
             raise DriftError(f"this profile was built with {was} and cannot be used with {now}: "
                              "its rewards come from another model")
 
-    def decoding_weights(self, top: Optional[int] = None, exclude: Iterable[str] = ()) -> list[tuple[Attribute, float]]:
-        """The attributes and weights that steer decoding: the top m by |p|, never decode_exclude."""
+    def decoding_weights(self, top: Optional[int] = None, exclude: Iterable[str] = (),
+                         units: str = "unit") -> list[tuple[Attribute, float]]:
+        """The attributes and weights that steer decoding: the top m by |p|, never decode_exclude.
+        units "joint": p times attribute_scale("joint"), the joint fit's own coefficients."""
         exclude = set(exclude)
         unknown = exclude - set(self.attributes.ids)
         if unknown:
             raise DriftError(f"unknown attribute id(s): {', '.join(sorted(unknown))}")
         mask = np.array([i in exclude or i in self.decode_exclude for i in self.attributes.ids])
         idx = approximation.top_m(self.p, top or self.options.top, mask)
-        attrs = self.attributes.attributes
-        return [(attrs[i], float(self.p[i])) for i in idx]
+        attrs, scale = self.attributes.attributes, self.attribute_scale(units)
+        return [(attrs[i], float(self.p[i]) * scale) for i in idx]
+
+    def attribute_scale(self, units: str) -> float:
+        """What the unit direction p is multiplied by to steer. "unit": 1 (the paper's p). "joint": the norm
+        of the joint fit's attribute coefficients, so that the attributes steer in the units of the margin the
+        length and word weights share (issue 25); the paper's model alone has no other units, so 1 there."""
+        if units not in ATTRIBUTE_UNITS:
+            raise DriftError(f"unknown attribute units '{units}' (choose {', '.join(ATTRIBUTE_UNITS)})")
+        joint = self.choice is not None and "attributes" in self.choice.family and self.choice.family != ("attributes",)
+        return float(np.linalg.norm(self.choice.model.attributes)) if units == "joint" and joint else 1.0
 
     def predict(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> np.ndarray:
         """Margin of each pair by the chosen model: > 0 predicts that 'chosen' is preferred."""
@@ -383,6 +395,13 @@ class Profile:
     def length_weight(self) -> float:
         """The chosen model's weight per e-fold of length (0 without the length family)."""
         return self.choice.model.length if self.choice and "length" in self.choice.family else 0.0
+
+    def length_target(self, beta: float) -> float:
+        """The length in words decoding steers toward at this beta (choice.length_target over the answers of
+        the profile's pairs); 0 without the length family or the pairs' words."""
+        if not (self.length_weight() and self.bows):
+            return 0.0
+        return choice.length_target(self.bows, self.length_weight(), beta)
 
     def word_weights(self, n: int = DECODE_WORDS) -> list[tuple[str, float]]:
         """The strongest words of the lexical family, each with the reward of one occurrence."""

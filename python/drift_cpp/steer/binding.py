@@ -4,7 +4,7 @@ The single-user session (decoding.Drift) and the server's batcher (batching) bot
 here, so a formula decodes the same way whoever calls it. A binding gives the slot one KV sequence
 per distinct (model, system prompt) of the formula, the LLM's own first (its logits are the
 plausibility guard's reference), and builds the slot's native Steering: the coefficients, the word
-and length biases over beta, and the guard. The engine takes the steering with every generate
+and length biases over beta (with a length target, the length hazard), and the guard. The engine takes the steering with every generate
 call, so a slot cannot run without its biases.
 """
 
@@ -69,7 +69,10 @@ class Binding:
         native = _core.Steering()
         native.coefficients = [sum(t.coefficient(beta) for t in terms) for terms in self.terms]
         native.token_bias = [(t, w / beta) for word, w in f.words for t in word_tokens(self.writer, word)]
-        native.eog_bias = f.eos / beta
+        if f.length_target:  # a hazard around the target in place of the constant bias (formula.py)
+            native.length_target, native.length_rate = f.length_target, f.eos / beta
+        else:
+            native.eog_bias = f.eos / beta
         native.plausibility, native.max_kl = f.plausibility, f.max_kl
         return native
 

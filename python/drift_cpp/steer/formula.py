@@ -16,6 +16,13 @@ the LLM's end-of-generation tokens (a profile's length preference: a negative bi
 `words`, per word, on the first token of the word with and without a leading space and capital
 (a profile's lexical preference). A word's bias approximates its share of a response's reward
 one occurrence at a time; the length bias is the weight per e-fold of length applied per step.
+
+With a `length_target` (words: the median length of the answers the person chose), `eos` is no
+constant bias but a hazard around the target in the same units (csrc/length.h): a taste for shorter
+answers (eos > 0) ends the answer at a sentence end past the target with probability
+1 - ((1 + T) / (1 + n))^(eos / beta) after n words, i.e. it outlives each e-fold past T with
+probability e^(-eos / beta); a taste for longer ones (eos < 0) lowers end of generation by eos / beta
+per e-fold still to go before T. Formulas saved before it have none and decode as they did.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Mapping, Optional
 from ..score.attributes import builtin_attributes
 from ..errors import DriftError
 from ..fileio import atomic_write_text, check_utf8, parse_json, read_text
-from ..params import DEFAULT_BETA, check_beta, check_finite, check_guard
+from ..params import DEFAULT_BETA, check_beta, check_finite, check_guard, check_length_target
 
 LLM, SLM = "llm", "slm"
 FORMAT = "drift-cpp formula"
@@ -70,6 +77,7 @@ class Formula:
     # are sampled, and the steering is scaled so that KL(fused || LLM) <= max_kl nats; 0: off.
     plausibility: float = 0.0
     max_kl: float = 0.0
+    length_target: float = 0.0                     # words; 0: eos is a constant bias
 
     # -- building ---------------------------------------------------------
     @classmethod
@@ -131,6 +139,7 @@ class Formula:
                              "not be its language")
         check_beta(self.beta, "field 'beta'")
         check_guard(self.plausibility, self.max_kl, ("field 'plausibility'", "field 'max_kl'"))
+        check_length_target(self.length_target, "field 'length_target'")
         return self
 
     @property
@@ -147,7 +156,8 @@ class Formula:
                            "label": t.label} for t in self.terms],
                 "steering": [[a, w] for a, w in self.steering],
                 "plausibility": self.plausibility, "max_kl": self.max_kl,
-                **({"eos": self.eos} if self.eos else {}), **({"words": [list(w) for w in self.words]} if self.words else {})}
+                **({"eos": self.eos} if self.eos else {}), **({"words": [list(w) for w in self.words]} if self.words else {}),
+                **({"length_target": self.length_target} if self.length_target else {})}
 
     def save(self, path, models: Mapping[str, dict]) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(models), indent=2, ensure_ascii=False) + "\n")
@@ -200,7 +210,7 @@ def _parse(obj) -> Formula:
     if obj.get("version") != VERSION:
         raise _Invalid(f"field 'version' is {obj.get('version')!r}, this version of drift-cpp reads {VERSION}")
     unknown = set(obj) - {"format", "version", "beta", "models", "terms", "steering", "eos", "words", "plausibility",
-                          "max_kl"}
+                          "max_kl", "length_target"}
     if unknown:
         raise _Invalid(f"unknown field '{sorted(unknown)[0]}'")
     beta = _field(obj, "beta", float, "a number")
@@ -268,8 +278,10 @@ def _parse(obj) -> Formula:
         check_guard(plausibility, max_kl, ("field 'plausibility'", "field 'max_kl'"))
     except DriftError as e:
         raise _Invalid(str(e)) from None
+    # Absent in formulas saved before the length target: their eos stays a constant bias.
+    length_target = _field({"length_target": 0.0, **obj}, "length_target", float, "a number")
     formula = Formula(tuple(terms), beta, tuple((a, float(w)) for a, w in steering), tuple(models.items()), eos,
-                      tuple((w, float(v)) for w, v in words), plausibility, max_kl)
+                      tuple((w, float(v)) for w, v in words), plausibility, max_kl, length_target)
     try:
         formula.check()  # before merging: the error names the field as it is in the file
         return formula.merged()
