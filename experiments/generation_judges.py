@@ -270,7 +270,8 @@ ANSWERS, ICL = 2, True  # a size's defaults: two answers per training prompt, th
 
 
 # ---------------------------------------------------------------------------- generation
-GUARD_FIELDS = ("plausibility", "max_kl")  # the formula's guard (issue 19); 0 is off
+# The formula's guard (issue 19) and length target (issue 25); 0 is off.
+GUARD_FIELDS = ("plausibility", "max_kl", "length_target")
 PENALTY_FIELDS = ("repeat_penalty", "frequency_penalty", "presence_penalty", "penalty_last_n", "dry_multiplier",
                   "dry_base", "dry_allowed_length", "dry_penalty_last_n")  # the sampler's, beside its first fields
 

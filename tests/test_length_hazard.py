@@ -130,3 +130,35 @@ def test_a_formula_with_a_target_saves_and_loads_it(smollm, tmp_path):
     path.write_text(json.dumps(obj))
     with pytest.raises(Exception, match="length_target"):
         Formula.load(path)
+
+
+def test_joint_units_steer_with_the_joint_fit_s_own_coefficients():
+    """units "joint": the top attributes weigh what the joint fit gave them (the unit direction times its
+    norm); the paper's attribute model alone keeps its unit-norm p; unknown units are one line."""
+    from test_choice import synthetic_profile
+
+    profile, _ = synthetic_profile("attributes")
+    raw = profile.choice.model.attributes
+    assert "length" in profile.choice.family and 0 < np.linalg.norm(raw) != pytest.approx(1.0)
+    unit, joint = profile.decoding_weights(units="unit"), profile.decoding_weights(units="joint")
+    assert [a.id for a, _ in unit] == [a.id for a, _ in joint]
+    ids = list(profile.attributes.ids)
+    for (a, u), (_, j) in zip(unit, joint):
+        assert j == pytest.approx(raw[ids.index(a.id)]) and u == pytest.approx(j / np.linalg.norm(raw))
+    few, _ = synthetic_profile("attributes", n=8)  # below the joint model's pairs: the paper's p
+    assert few.decoding_weights(units="joint") == few.decoding_weights(units="unit")
+    with pytest.raises(Exception, match="unknown attribute units"):
+        profile.decoding_weights(units="raw")
+
+
+def test_the_length_target_is_the_tilted_median_of_the_answers_shown():
+    from drift_cpp.fit.choice import length_target
+
+    docs = [("a b", "a b c d e f g h"), ("a b c d", "a b c d e f g h i j k l m n o p")]  # 2, 8, 4, 16 words
+    assert length_target(docs, 0.0, 1.0) in (4.0, 8.0)  # no taste: a median of what was shown
+    assert length_target(docs, -3.0, 0.5) == 2.0 and length_target(docs, 3.0, 0.5) == 16.0
+    words = np.array([2, 8, 4, 16.0])
+    weights = np.exp(-0.4 * np.log1p(words) / 0.5)
+    order = np.argsort(words)
+    cum = np.cumsum(weights[order])
+    assert length_target(docs, -0.4, 0.5) == words[order][np.argmax(cum >= cum[-1] / 2)]
