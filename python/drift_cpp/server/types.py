@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any, Literal, Optional, Union
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from ..errors import DriftError
@@ -127,6 +128,8 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
 
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"message": self.message, "type": self.kind, "param": self.param,
-                                       "code": self.code}}, status_code=self.status)
+    def response(self) -> Response:
+        # ASCII JSON: a name echoed from the request (a model, a field) may hold a lone surrogate, which
+        # UTF-8 cannot carry.
+        return Response(json.dumps({"error": {"message": self.message, "type": self.kind, "param": self.param,
+                                              "code": self.code}}), self.status, media_type="application/json")
