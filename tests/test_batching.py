@@ -74,3 +74,22 @@ def test_a_request_that_fails_fails_alone(model, formulas):
     assert isinstance(bad.error, DriftError) and "context holds 256" in str(bad.error) and good.error is None
     assert good.result.text == _alone(model, formulas[0], FRUITS)
     assert batcher.generate(Job(formulas[0], OCEAN, GREEDY)).text == _alone(model, formulas[0], OCEAN)
+
+
+def test_a_request_s_choices_stay_in_one_batch_and_each_gets_its_solo_answer(model, formulas):
+    """Two lone requests and three choices of one, queued together for four slots: the choices wait for a
+    batch that holds them all rather than split. Each choice samples with its own seed."""
+    batcher = Batcher(model, model, ENGINE, n_threads=1, slots=4, quiet=1.0, window=2.0)  # all queued first
+    batcher.lane(formulas[0])  # its engine made before the jobs arrive
+    singles = [Job(formulas[1], FRUITS, GREEDY), Job(formulas[0], FRUITS, GREEDY)]
+    choices = [Job(formulas[0], OCEAN, Sampling(temperature=0.8, seed=s, max_tokens=12)) for s in range(3)]
+    for job in singles:
+        batcher.submit(job)
+    batcher.submit(*choices)
+    for job in singles + choices:
+        job.done.wait()
+    (lane,) = batcher.state()
+    assert lane["batches"] == {2: 1, 3: 1}  # the two lone ones first, then the three choices together
+    assert [j.result.text for j in choices] == [_alone(model, formulas[0], OCEAN, j.sampling) for j in choices]
+    with pytest.raises(DriftError, match="5 answers cannot run in one batch of 4 slots"):
+        batcher.submit(*[Job(formulas[0], OCEAN, GREEDY) for _ in range(5)])
