@@ -112,6 +112,8 @@ def test_a_stream_of_two_choices_with_usage_matches_the_whole_answer(server):
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "martian"}}}},
      "response_format"),
     ({"logit_bias": {"ocean": 1}}, "logit_bias"),
+    ({"logit_bias": {"1": -101}}, "logit_bias"),
+    ({"logit_bias": {"99999999": 1}}, "logit_bias"),
     ({"n": 5}, "n"),  # more than the server's 4 slots: one batch could not hold them
 ])
 def test_an_unsupported_field_or_value_is_a_400_that_names_it(server, body, param):

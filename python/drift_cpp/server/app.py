@@ -302,7 +302,7 @@ def create_app(server: Server, max_body: int) -> FastAPI:
             sampling = request.sampling()
             check_sampling_for(server.batcher.llm, sampling)  # the logit_bias's tokens, the grammar
         except DriftError as e:
-            raise ApiError(400, str(e)) from None
+            raise ApiError(400, str(e), "logit_bias" if str(e).startswith("logit_bias") else None) from None
         # Choice i samples with seed + i: n answers, each reproducible.
         samplings = [replace(sampling, seed=(sampling.seed + i) % 2**32) for i in range(n)]
         formula = await asyncio.to_thread(server.formula, request)  # may read and check a large profile file
