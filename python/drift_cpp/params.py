@@ -51,10 +51,13 @@ DEFAULT_MAX_KL = 0.0
 DEFAULT_TOP = 7
 # How a joint profile's attribute weights steer (fit/profile.py, Profile.attribute_scale): "unit", the
 # paper's unit-norm direction whatever its share of the joint model, or "joint", the joint fit's own
-# coefficients, in the units of the margin its length and word weights share. Provisional until
-# experiments/decoding_units.py chooses (docs/results.md, "Decoding in the units of the profile").
+# coefficients, in the units of the margin its length and word weights share. "joint" by the rule of
+# experiments/decoding_units.py on development prompts (docs/results.md, "Decoding in the units of the
+# profile"): the only admissible setting there. The win rates of the shorter- and longer-answer persons
+# were the same as with "unit" (0.94, 0.50), while "unit" looped 3 times and cost NLL 1.27x plain against
+# 1.03x: after 20 picks the joint attribute coefficients have norm ~0.02, a share the unit norm inflated 40x.
 ATTRIBUTE_UNITS = ("unit", "joint")
-DEFAULT_ATTRIBUTE_UNITS = "unit"
+DEFAULT_ATTRIBUTE_UNITS = "joint"
 # Response tokens a fit (approximate, evaluate) scores by default; 0 scores whole responses.
 # Chosen on DSP by accuracy against cost: docs/screening.md, "Truncation".
 DEFAULT_MAX_RESPONSE_TOKENS = 64
