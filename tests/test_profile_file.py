@@ -25,7 +25,7 @@ def sample(**changes):
         p=[0.98426807238718, -0.16404467873119666, 0.06561787149247866],  # unit norm
         selected=["concise", "emotional"],
         decode_exclude=["formal"],
-        options={"normalize": "mean", "method": "qp", "top": 2},
+        options={"normalize": "mean", "method": "qp", "top": 2, "l2": 1.0, "family": "auto", "max_response_tokens": 0},
         pair_ids=["pair-1", "pair-2"],
         created_at="2025-01-31T12:00:00Z",
         updated_at="2025-02-01T08:30:00+00:00",
@@ -57,7 +57,7 @@ def test_round_trip_without_features_and_with_numpy_values(tmp_path):
 def test_json_layout_is_stable():
     text = pf.to_json(sample())
     assert text == pf.to_json(sample())
-    assert text.startswith('{\n  "schema_version": 1,\n  "model": {')
+    assert text.startswith('{\n  "schema_version": 2,\n  "model": {')
     assert list(json.loads(text)) == [
         "schema_version", "model", "base", "attributes", "sums", "n_pairs", "p", "selected",
         "decode_exclude", "options", "pair_ids", "created_at", "updated_at", "features",
@@ -144,7 +144,8 @@ def test_not_an_object(tmp_path):
 
 
 def test_wrong_schema_version(tmp_path):
-    assert "'schema_version' is 2" in load_error(tmp_path, with_field("schema_version", 2))
+    assert "'schema_version' is 3" in load_error(tmp_path, with_field("schema_version", 3))
+    assert "'schema_version' is 0" in load_error(tmp_path, with_field("schema_version", 0))
     assert load_error(tmp_path, with_field("schema_version", "1")) == (
         "field 'schema_version' must be an integer, got str")
 
@@ -240,3 +241,81 @@ def test_non_finite_numbers(tmp_path):
 def test_unknown_attribute_ids(tmp_path, name):
     assert load_error(tmp_path, with_field(name, ["concise", "sarcastic"])) == (
         f"field '{name}' names unknown attribute 'sarcastic'")
+
+
+# --- older versions: one migration to the current schema ------------------------------
+
+
+def fitted(tmp_path, oldest=False):
+    """A fitted profile saved now, with the values that a version-1 file lacking them meant (V1_OPTIONS,
+    no shares); oldest: also as the first profiles were, with no bags of words, prompt groups or choice."""
+    from drift_cpp.fit.options import FitOptions
+    from drift_cpp.fit.profile import Profile
+    from test_choice import synthetic_profile
+
+    profile, _ = synthetic_profile("length")
+    profile.options = FitOptions(**pf.V1_OPTIONS)
+    profile.choice.shares = {}
+    if oldest:
+        profile.bows = profile.groups = profile.choice = None
+    path = tmp_path / "v2.json"
+    profile.save(path)
+    return path, json.loads(path.read_text(encoding="utf-8"))
+
+
+def as_version_1(tmp_path, doc, *removals):
+    """doc written as a version-1 file that lacks each (object path, key) of removals."""
+    old = json.loads(json.dumps(doc))
+    old["schema_version"] = 1
+    for where, key in removals:
+        obj = old
+        for name in where:
+            obj = obj[name]
+        del obj[key]
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(old), encoding="utf-8")
+    return path, old
+
+
+OPTIONS_ADDED = [(("options",), key) for key in ("l2", "family", "max_response_tokens")]  # each in a later v1
+V1_SHAPES = {
+    "as last written": [],
+    "before l2": OPTIONS_ADDED[:1],
+    "before the family option": OPTIONS_ADDED[1:2],
+    "before truncation": OPTIONS_ADDED[2:],
+    "before the joint model's shares": [(("choice",), "shares")],
+    "with no options at all": [(("options",), key) for key in pf.V1_OPTIONS],
+    "every one of them": OPTIONS_ADDED + [(("choice",), "shares")],
+}
+
+
+@pytest.mark.parametrize("shape", list(V1_SHAPES))
+def test_each_version_1_shape_migrates_to_the_freshly_saved_version_2(tmp_path, shape):
+    from drift_cpp.fit.profile import Profile
+    new, doc = fitted(tmp_path)
+    assert doc["schema_version"] == pf.SCHEMA_VERSION == 2
+    old, old_doc = as_version_1(tmp_path, doc, *V1_SHAPES[shape])
+    assert pf.migrate(old_doc) == doc
+    assert pf.load(old) == pf.load(new)
+    Profile.load(old).save(old)  # saving writes version 2: the old file becomes the fresh one
+    assert old.read_text(encoding="utf-8") == new.read_text(encoding="utf-8")
+
+
+def test_the_first_profiles_load_and_save_as_version_2(tmp_path):
+    """As drift-cpp first wrote them: three options, rows of w and l only, no choice, screen or cost."""
+    from drift_cpp.fit.profile import Profile
+    new, doc = fitted(tmp_path, oldest=True)
+    assert "choice" not in doc and not any("bow" in row or "group" in row for row in doc["features"]["rows"])
+    old, _ = as_version_1(tmp_path, doc, *OPTIONS_ADDED, ((), "cost"))
+    Profile.load(old).save(old)
+    assert old.read_text(encoding="utf-8") == new.read_text(encoding="utf-8")
+
+
+def test_a_current_file_must_hold_every_option_and_the_shares(tmp_path):
+    """What a version-1 file may lack, a version-2 file may not: absent, it would read as a default."""
+    _, doc = fitted(tmp_path)
+    del doc["options"]["l2"]
+    assert load_error(tmp_path, json.dumps(doc)) == "field 'options' lacks 'l2'"
+    _, doc = fitted(tmp_path)
+    del doc["choice"]["shares"]
+    assert load_error(tmp_path, json.dumps(doc)) == "field 'choice.shares' must map the model's families to numbers"

@@ -286,9 +286,7 @@ class Profile:
             L = np.array([r["l"] for r in rows], dtype=np.float64).reshape(len(rows), k)
             bows = [tuple(r["bow"]) for r in rows] if all("bow" in r for r in rows) else None
             groups = [r["group"] for r in rows] if all("group" in r for r in rows) else None
-        # Profiles written before l2 was recorded were fitted with l2 = 1, and those before
-        # max_response_tokens was recorded on whole responses (approximate's default then).
-        options = FitOptions(**{"l2": 1.0, "max_response_tokens": 0, **data.options})
+        options = FitOptions(**data.options)  # every option: profile_file.migrate filled those older files lack
         profile = cls(data.model, attributes, options, data.decode_exclude, data.pair_ids, W, L,
                       np.array(data.sums), np.array(data.p), data.selected, data.created_at, data.updated_at,
                       bows=bows, choice=None if data.choice is None else choice_from_dict(data.choice), groups=groups)
@@ -421,4 +419,4 @@ def choice_from_dict(d: dict) -> choice.Choice:
     m = d["model"]
     model = choice.Model(tuple(d["family"]), None if m["attributes"] is None else np.array(m["attributes"]),
                          m["length"], {w: tuple(v) for w, v in m["words"].items()}, m["word_norm"])
-    return choice.Choice(tuple(d["family"]), d["reason"], d["n_pairs"], d["cv"], model, d.get("shares", {}))
+    return choice.Choice(tuple(d["family"]), d["reason"], d["n_pairs"], d["cv"], model, d["shares"])

@@ -23,7 +23,7 @@ from .options import FitOptions
 from ..errors import DriftError
 from ..fileio import atomic_write_text, parse_json, read_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # version 1: any older shape, read through migrate()
 
 
 @dataclass
@@ -99,9 +99,36 @@ def save(path, data: ProfileData) -> None:
 
 
 def load(path) -> ProfileData:
-    """Read and validate a profile file; any problem is a one-line DriftError."""
+    """Read a profile file of any version, migrated to this one, and validate it; any problem is a
+    one-line DriftError. Saving writes this version, so an old file is upgraded by its next save."""
     where = os.fspath(path)
-    return _validate(parse_json(read_text(path, where), where), where)
+    return _validate(migrate(parse_json(read_text(path, where), where)), where)
+
+
+# --- older versions -------------------------------------------------------------------
+
+# What a version-1 file meant by a fitting option it did not record. l2 came with the regressions, and
+# before it profiles were fitted at 1; max_response_tokens came with truncation, and before it whole
+# responses were scored (0); family came with the family choice, "auto" from the start. top, normalize and
+# method were always written; absent, they read as the defaults of the last version 1. Fixed here, not taken
+# from params, as an old file means what it meant when it was written, whatever today's defaults.
+V1_OPTIONS = {"top": 7, "normalize": "sum", "method": "bt", "l2": 1.0, "family": "auto", "max_response_tokens": 0}
+
+
+def migrate(obj: Any) -> Any:
+    """An older profile document (schema version 1, in any of its shapes) as a current one; anything else
+    is returned as it is, for validation to judge. The one place older shapes are known: after it, a
+    document has every fitting option and a choice has its shares (written since the joint model; {}
+    before it, where the families' shares of the margins were not recorded)."""
+    version = obj.get("schema_version") if isinstance(obj, dict) else None
+    if not (_is_int(version) and 1 <= version < SCHEMA_VERSION):
+        return obj
+    obj = {**obj, "schema_version": SCHEMA_VERSION}
+    if isinstance(obj.get("options"), dict):
+        obj["options"] = {**V1_OPTIONS, **obj["options"]}
+    if isinstance(obj.get("choice"), dict):
+        obj["choice"] = {"shares": {}, **obj["choice"]}
+    return obj
 
 
 # --- validation -----------------------------------------------------------------------
@@ -187,6 +214,9 @@ def _options(values: dict) -> dict:
         ok, what = _OPTIONS[key]
         if not ok(value):
             raise _Invalid(f"field 'options.{key}' must be {what}, got {value!r}")
+    missing = [key for key in _OPTIONS if key not in values]
+    if missing:
+        raise _Invalid(f"field 'options' lacks '{missing[0]}'")
 
     try:
         FitOptions(**values).check(name=lambda key: f"field 'options.{key}'")
@@ -278,7 +308,7 @@ def _choice(c, k: int):
     if not isinstance(words, dict) or not all(isinstance(v, list) and len(v) == 2 and all(map(_is_number, v))
                                               for v in words.values()):
         raise _Invalid("field 'choice.model.words' must map words to [idf, weight]")
-    shares = c.get("shares", {})  # absent in profiles written before the joint model
+    shares = c.get("shares")
     if not (isinstance(shares, dict) and all(f in family and _is_number(v) for f, v in shares.items())):
         raise _Invalid("field 'choice.shares' must map the model's families to numbers")
     return c
@@ -295,8 +325,8 @@ def _check(obj: Any) -> ProfileData:
     if not isinstance(obj, dict):
         raise _Invalid(f"top level must be a JSON object, got {type(obj).__name__}")
     version = _expect(obj, "schema_version", int, "an integer")
-    if version != SCHEMA_VERSION:
-        raise _Invalid(f"field 'schema_version' is {version}, this version of drift-cpp reads {SCHEMA_VERSION}")
+    if version != SCHEMA_VERSION:  # older ones were migrated
+        raise _Invalid(f"field 'schema_version' is {version}, this version of drift-cpp reads 1 to {SCHEMA_VERSION}")
     unknown = [name for name in obj if name not in FIELDS]
     if unknown:
         raise _Invalid(f"unknown field '{unknown[0]}'")
