@@ -67,8 +67,8 @@ def near_tie(user: str, a: Answer, b: Answer) -> bool:
         return True
     if user in ("short", "long") and a.ended and b.ended:
         return abs(math.log1p(n_words(a.text)) - math.log1p(n_words(b.text))) < NEAR_LOG_LENGTH
-    if user == "plain_words":
-        return abs(mean_word_length(a.text) - mean_word_length(b.text)) < NEAR_WORD_LENGTH
+    if user == "plain_words" and None not in (ma := mean_word_length(a.text), mb := mean_word_length(b.text)):
+        return abs(ma - mb) < NEAR_WORD_LENGTH  # (a text without words loses, as the judge says)
     return False
 
 
@@ -157,8 +157,13 @@ class Loop:
         args = self.args
         where = args.out / "runs" / f"{user}-{strategy}-s{seed}"
         done = where / "result.json"
+        settings = {k: getattr(args, k) for k in ("max_tokens", "held_out", "beta", "k", "max_turns_factor", "checkpoints")}
+        settings |= {"attributes": list(self.attributes.ids), "models": self.fingerprint}
         if done.exists():
-            return json.loads(done.read_text("utf-8"))
+            finished = json.loads(done.read_text("utf-8"))
+            if finished.get("settings") != settings:
+                raise DriftError(f"{done} was made with other settings ({finished.get('settings')}): use another --out")
+            return finished
         if where.exists():  # an interrupted run starts again
             shutil.rmtree(where)
         (where / "frozen").mkdir(parents=True)
@@ -167,14 +172,16 @@ class Loop:
         checkpoints = sorted(set(args.checkpoints))
         order = np.random.default_rng(seed).permutation(len(TRAIN_PROMPTS))
         max_turns = args.max_turns_factor * max(checkpoints[-1], 1)
-        result = {"user": user, "strategy": strategy, "seed": seed, "checkpoints": {}, "picks": []}
+        result = {"user": user, "strategy": strategy, "seed": seed, "settings": settings, "checkpoints": {}, "picks": []}
         if checkpoints[0] == 0:
             result["checkpoints"]["0"] = self.evaluate(user, None)
         profile, drift, turn, skipped, t0 = None, self.session(None), 0, 0, time.monotonic()
         while len(result["picks"]) < checkpoints[-1] and turn < max_turns:
             prompt = TRAIN_PROMPTS[order[turn % len(order)]]
             sampling = Sampling(max_tokens=args.max_tokens, seed=(1_000_003 * seed + 16 * turn) % 2**32)
+            asked = time.perf_counter()
             question = learner.ask(drift, [{"role": "user", "content": prompt}], sampling)
+            asked = time.perf_counter() - asked
             turn += 1
             chosen = pick(user, *(Answer(t, e) for t, e in zip(question.answers, question.ended)))
             if chosen is None:
@@ -189,7 +196,7 @@ class Loop:
             profile = update.profile
             n = profile.n_pairs
             result["picks"].append({"turn": turn, "asked": question.strategy, "margin": question.margin,
-                                    "record_seconds": seconds, "change": learner.changes[-1][1],
+                                    "ask_seconds": asked, "record_seconds": seconds, "change": learner.changes[-1][1],
                                     "settled": learner.settled(), "cv_accuracy": profile.choice.accuracy,
                                     "length_weight": profile.length_weight()})
             log(f"  [{user}/{strategy}/s{seed}] pick {n} at turn {turn} ({skipped} skipped), recorded in "
@@ -335,6 +342,7 @@ def parse(argv=None):
     ap.add_argument("--llm", default=None)
     ap.add_argument("--slm", default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--report", action="store_true", help="write the report from the finished runs; run nothing")
     args = ap.parse_args(argv)
     args.users, args.strategies = args.users.split(","), args.strategies.split(",")
     if bad := [u for u in args.users if u not in USERS]:
@@ -355,6 +363,10 @@ def main(argv=None) -> int:
     for seed in args.seeds:  # seed-major: a cut-short run still has every user and strategy once
         for user in args.users:
             for strategy in args.strategies:
+                done = args.out / "runs" / f"{user}-{strategy}-s{seed}" / "result.json"
+                if args.report:
+                    runs += [json.loads(done.read_text("utf-8"))] if done.exists() else []
+                    continue
                 log(f"run {user}/{strategy}/seed {seed}")
                 runs.append(loop.run(user, strategy, seed))
     loop.glog.close()
