@@ -11,7 +11,6 @@ from drift_cpp.fit.profile import Profile
 from drift_cpp.models import ModelOptions
 from drift_cpp.steer.build import drift_formula
 from drift_cpp.steer.session import Drift, Sampling
-from test_choice import synthetic_profile
 
 PROMPT = "Plan my weekend."
 TOKENS = 24
@@ -26,11 +25,9 @@ def llm_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def profile_path(smollm, tmp_path_factory):
-    """A joint-model profile (attributes, length and words) on the embedded model."""
-    profile, _ = synthetic_profile("shorter")
-    profile.model = smollm.identity
+    """A profile on the embedded model whose attributes steer these answers from their first tokens."""
     path = tmp_path_factory.mktemp("profiles") / "me.json"
-    profile.save(path)
+    Profile.with_weights(smollm, {"humor": 0.8, "concise": -0.6}).save(path)
     return path
 
 
@@ -64,11 +61,11 @@ def test_personalized_answer_is_the_sessions(profile_path):
     expected = session(profile=str(profile_path)).generate(PROMPT, GREEDY_SAMPLING).text
     assert expected != plain  # the profile steers this answer
     assert llm_cli("-m", "drift-cpp", "-o", "profile", str(profile_path), *GREEDY, PROMPT) == expected + "\n"
-    # beta and the guard reach the formula: the length and word terms at beta 0.1, unguarded
-    formula = drift_formula(None, [(Profile.load(profile_path), 1.0)], 0.1, plausibility=0.0)
+    # beta and the guard reach the formula: stronger and unguarded, another answer
+    formula = drift_formula(None, [(Profile.load(profile_path), 1.0)], 0.2, plausibility=0.0)
     strong = session(formula).generate(PROMPT, GREEDY_SAMPLING).text
     assert strong != expected
-    assert llm_cli("-m", "drift-cpp", "-o", "profile", str(profile_path), "-o", "beta", "0.1",
+    assert llm_cli("-m", "drift-cpp", "-o", "profile", str(profile_path), "-o", "beta", "0.2",
                    "-o", "plausibility", "0", *GREEDY, PROMPT) == strong + "\n"
 
 
