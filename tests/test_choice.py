@@ -118,9 +118,10 @@ def synthetic_profile(kind, n=40, seed=0, family=choice.AUTO):
 
     attrs = builtin_attributes().select(["concise", "formal", "humor", "analytic"])
     W, L, docs = user(kind, n, seed, k=len(attrs))
-    profile = Profile({"name": "synthetic", "sha256": "0" * 64}, attrs, FitOptions(top=2, family=family), [], [], np.zeros((0, 4)),
-                      np.zeros((0, 4)), np.zeros(4), np.zeros(4), [], "2025-01-01T00:00:00Z", "2025-01-01T00:00:00Z",
-                      bows=[])
+    profile = Profile(model={"name": "synthetic", "sha256": "0" * 64}, attributes=attrs,
+                      options=FitOptions(top=2, family=family), decode_exclude=[], pair_ids=[], W=np.zeros((0, 4)),
+                      L=np.zeros((0, 4)), sums=np.zeros(4), p=np.zeros(4), selected=[],
+                      created_at="2025-01-01T00:00:00Z", updated_at="2025-01-01T00:00:00Z", bows=[])
     profile._add_rows([f"p{j}" for j in range(n)], W, L, [(term_counts(c), term_counts(r)) for c, r in docs])
     profile._refit()
     return profile, docs

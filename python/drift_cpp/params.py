@@ -72,7 +72,7 @@ def check_beta(beta: float, name: str = "beta") -> float:
 
 
 def check_finite(x, name: str) -> float:
-    if not _finite(x):
+    if not is_number(x):
         raise DriftError(f"{name} must be a finite number, got {x!r}")
     return float(x)
 
@@ -94,7 +94,7 @@ def check_guard(plausibility, max_kl, names=("plausibility", "max_kl")) -> None:
     """The one check of the guard's two numbers; `names` is how the error names them."""
     if not (_real(plausibility) and 0 <= plausibility < 1):
         raise DriftError(f"{names[0]} must be in [0, 1) (0: off), got {plausibility!r}")
-    if not (_finite(max_kl) and max_kl >= 0):
+    if not (is_number(max_kl) and max_kl >= 0):
         raise DriftError(f"{names[1]} must be a finite number >= 0 (0: off), got {max_kl!r}")
 
 
@@ -103,7 +103,7 @@ MAX_LENGTH_TARGET = 1e6
 
 
 def check_length_target(target, name: str = "length_target") -> float:
-    if not (_finite(target) and 0 <= target <= MAX_LENGTH_TARGET):
+    if not (is_number(target) and 0 <= target <= MAX_LENGTH_TARGET):
         raise DriftError(f"{name} must be a number of words in [0, {MAX_LENGTH_TARGET:g}] (0: none), got {target!r}")
     return float(target)
 
@@ -121,8 +121,9 @@ def _integer(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
-def _finite(x) -> bool:
-    """A number the engine can hold in a float32."""
+def is_number(x) -> bool:
+    """The one test of a number, in files and options alike: real (not a bool), finite, and within what the
+    engine holds in a float32."""
     return _real(x) and math.isfinite(x) and abs(x) <= FLOAT32_MAX
 
 

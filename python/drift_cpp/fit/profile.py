@@ -106,7 +106,7 @@ class Profile:
     model family chosen for this user (choice.choose) with its weights; None: attributes only.
     """
 
-    def __init__(self, model: dict, attributes: AttributeSet, options: FitOptions, decode_exclude: list[str],
+    def __init__(self, *, model: dict, attributes: AttributeSet, options: FitOptions, decode_exclude: list[str],
                  pair_ids: list[str], W: Optional[np.ndarray], L: Optional[np.ndarray], sums: np.ndarray,
                  p: np.ndarray, selected: list[str], created_at: str, updated_at: str,
                  bows: Optional[list] = None, choice: Optional[choice.Choice] = None, groups: Optional[list] = None):
@@ -154,8 +154,9 @@ class Profile:
     @classmethod
     def _empty(cls, model: Model, attributes: AttributeSet, options: FitOptions, decode_exclude: list) -> "Profile":
         now, k = profile_file.utc_now(), len(attributes)
-        return cls(model.identity, attributes, options, decode_exclude, [], np.zeros((0, k)), np.zeros((0, k)),
-                   np.zeros(k), np.zeros(k), [], now, now, bows=[], groups=[])
+        return cls(model=model.identity, attributes=attributes, options=options, decode_exclude=decode_exclude,
+                   pair_ids=[], W=np.zeros((0, k)), L=np.zeros((0, k)), sums=np.zeros(k), p=np.zeros(k), selected=[],
+                   created_at=now, updated_at=now, bows=[], groups=[])
 
     def update(self, pairs: Sequence[PreferencePair], scorer: Scorer) -> int:
         """Adds the pairs not seen before; returns how many were new. Only those are scored."""
@@ -287,9 +288,9 @@ class Profile:
             bows = [tuple(r["bow"]) for r in rows] if all("bow" in r for r in rows) else None
             groups = [r["group"] for r in rows] if all("group" in r for r in rows) else None
         options = FitOptions(**data.options)  # every option: profile_file.migrate filled those older files lack
-        profile = cls(data.model, attributes, options, data.decode_exclude, data.pair_ids, W, L,
-                      np.array(data.sums), np.array(data.p), data.selected, data.created_at, data.updated_at,
-                      bows=bows, choice=None if data.choice is None else choice_from_dict(data.choice), groups=groups)
+        profile = cls(model=data.model, attributes=attributes, options=options, decode_exclude=data.decode_exclude,
+                      pair_ids=data.pair_ids, W=W, L=L, sums=np.array(data.sums), p=np.array(data.p),
+                      selected=data.selected, created_at=data.created_at, updated_at=data.updated_at, bows=bows, choice=None if data.choice is None else choice_from_dict(data.choice), groups=groups)
         profile.path = path
         if data.screen is not None:
             profile.screen = ScreenOptions.from_dict(data.screen["options"])

@@ -22,6 +22,7 @@ from .choice import FAMILIES
 from .options import FitOptions
 from ..errors import DriftError
 from ..fileio import atomic_write_text, parse_json, read_text
+from ..params import is_number
 
 SCHEMA_VERSION = 2  # version 1: any older shape, read through migrate()
 
@@ -142,10 +143,6 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_number(x) -> bool:
-    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
-
-
 def _expect(obj: dict, name: str, kind: type, what: str):
     if name not in obj:
         raise _Invalid(f"missing field '{name}'")
@@ -160,7 +157,7 @@ def _numbers(values: list, name: str, length: int, nullable: bool = False) -> li
     if len(values) != length:
         raise _Invalid(f"field '{name}' has {len(values)} entries but 'attributes' has {length}")
     for i, x in enumerate(values):
-        if not (_is_number(x) or (nullable and x is None)):
+        if not (is_number(x) or (nullable and x is None)):
             raise _Invalid(f"field '{name}[{i}]' must be a finite number, got {x!r}")
     return [None if x is None else float(x) for x in values]
 
@@ -202,7 +199,7 @@ def _id_list(values: list, name: str, known: set) -> list:
 
 # The fitting options a profile may record, with a check and its wording for each.
 _OPTIONS = {"top": (_is_int, "an integer"), "normalize": (lambda x: isinstance(x, str), "a string"),
-            "method": (lambda x: isinstance(x, str), "a string"), "l2": (_is_number, "a finite number"),
+            "method": (lambda x: isinstance(x, str), "a string"), "l2": (is_number, "a finite number"),
             "family": (lambda x: isinstance(x, str), "a string"),
             "max_response_tokens": (_is_int, "an integer")}
 
@@ -291,11 +288,11 @@ def _choice(c, k: int):
     if not isinstance(c.get("reason"), str) or not _is_int(c.get("n_pairs")):
         raise _Invalid("field 'choice' needs a string 'reason' and an integer 'n_pairs'")
     cv = c.get("cv")
-    if not isinstance(cv, dict) or not all(isinstance(v, dict) and _is_number(v.get("accuracy"))
-                                           and _is_number(v.get("se")) for v in cv.values()):
+    if not isinstance(cv, dict) or not all(isinstance(v, dict) and is_number(v.get("accuracy"))
+                                           and is_number(v.get("se")) for v in cv.values()):
         raise _Invalid("field 'choice.cv' must map candidates to {accuracy, se} numbers")
     m = c.get("model")
-    if not isinstance(m, dict) or not _is_number(m.get("length")) or not _is_number(m.get("word_norm")) \
+    if not isinstance(m, dict) or not is_number(m.get("length")) or not is_number(m.get("word_norm")) \
             or not m["word_norm"] > 0:
         raise _Invalid("field 'choice.model' must hold numbers 'length' and 'word_norm' (> 0)")
     if m.get("attributes") is not None:
@@ -305,11 +302,11 @@ def _choice(c, k: int):
     elif "attributes" in family:
         raise _Invalid("field 'choice.model.attributes' is null but the family has attributes")
     words = m.get("words")
-    if not isinstance(words, dict) or not all(isinstance(v, list) and len(v) == 2 and all(map(_is_number, v))
+    if not isinstance(words, dict) or not all(isinstance(v, list) and len(v) == 2 and all(map(is_number, v))
                                               for v in words.values()):
         raise _Invalid("field 'choice.model.words' must map words to [idf, weight]")
     shares = c.get("shares")
-    if not (isinstance(shares, dict) and all(f in family and _is_number(v) for f, v in shares.items())):
+    if not (isinstance(shares, dict) and all(f in family and is_number(v) for f, v in shares.items())):
         raise _Invalid("field 'choice.shares' must map the model's families to numbers")
     return c
 
@@ -414,7 +411,7 @@ def _cost(cost) -> Optional[dict]:
         raise _Invalid(f"field 'cost' must be an object with {', '.join(COST_FIELDS)}")
     for key, kind in COST_FIELDS.items():
         value = cost[key]
-        ok = _is_int(value) if kind is int else _is_number(value)
+        ok = _is_int(value) if kind is int else is_number(value)
         if not ok or value < 0:
             raise _Invalid(f"field 'cost.{key}' must be a number >= 0, got {value!r}")
     return cost

@@ -28,7 +28,6 @@ per e-fold still to go before T. Formulas saved before it have none and decode a
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
@@ -36,7 +35,7 @@ from typing import Mapping, Optional
 from ..score.attributes import builtin_attributes
 from ..errors import DriftError
 from ..fileio import atomic_write_text, check_utf8, parse_json, read_text
-from ..params import DEFAULT_BETA, check_beta, check_finite, check_guard, check_length_target
+from ..params import DEFAULT_BETA, check_beta, check_finite, check_guard, check_length_target, is_number
 
 LLM, SLM = "llm", "slm"
 FORMAT = "drift-cpp formula"
@@ -177,10 +176,6 @@ class _Invalid(Exception):
     pass
 
 
-def _finite(x) -> bool:
-    return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
-
-
 def _utf8(text: str, field: str) -> None:
     """A JSON \\ud800 escape loads as a lone surrogate, which no file can hold again."""
     try:
@@ -194,7 +189,7 @@ def _field(obj: dict, name: str, kind, what: str):
         raise _Invalid(f"missing field '{name}'")
     value = obj[name]
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_number(value):
             raise _Invalid(f"field '{name}' must be a finite number, got {value!r}")
         return float(value)
     if not isinstance(value, kind):
@@ -245,7 +240,7 @@ def _parse(obj) -> Formula:
             raise _Invalid(f"field '{at}.system' must be a non-empty string")
         _utf8(system, f"{at}.system")
         weight = item.get("weight")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        if not is_number(weight):
             raise _Invalid(f"field '{at}.weight' must be a finite number, got {weight!r}")
         per_beta = item.get("per_beta", False)
         if not isinstance(per_beta, bool):
@@ -259,14 +254,14 @@ def _parse(obj) -> Formula:
         raise _Invalid("field 'terms' has no 'llm' term: nothing writes the answer")
     steering = obj.get("steering", [])
     if not isinstance(steering, list) or not all(
-            isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and _finite(s[1]) for s in steering):
+            isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and is_number(s[1]) for s in steering):
         raise _Invalid("field 'steering' must be a list of [attribute id, finite weight] pairs")
     for i, (attribute, _) in enumerate(steering):
         _utf8(attribute, f"steering[{i}]")
     eos = _field({"eos": 0.0, **obj}, "eos", float, "a number")
     words = obj.get("words", [])
     if not isinstance(words, list) or not all(
-            isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and s[0].strip() and _finite(s[1])
+            isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and s[0].strip() and is_number(s[1])
             for s in words):
         raise _Invalid("field 'words' must be a list of [word, finite weight] pairs")
     for i, (word, _) in enumerate(words):
