@@ -236,14 +236,14 @@ def main(argv=None) -> int:
         for setting in dict.fromkeys(settings):
             length, units, beta = setting
             row = table.setdefault(label(setting), {"setting": list(setting), "persons": {}})
-                formula = drift_formula(None, [(profile, 1.0)], beta, gj.TOP, units=units)
-                if length == "today":
-                    formula = dataclasses.replace(formula, length_target=0.0)
-                got = decode(Drift(formula=formula, options=options), f"{who} {label(setting)}")
-                row["persons"][who] = measure(persona, prompts, got, ref, fluency)
-                log(f"{args.stage} {label(setting)} {who}: win {row['persons'][who]['win_rate']:.2f}")
-                row["pooled"] = pooled(list(row["persons"].values()))
-                write()
+            formula = drift_formula(None, [(profile, 1.0)], beta, gj.TOP, units=units)
+            if length == "today":
+                formula = dataclasses.replace(formula, length_target=0.0)
+            got = decode(Drift(formula=formula, options=options), f"{who} {label(setting)}")
+            row["persons"][who] = measure(persona, prompts, got, ref, fluency)
+            log(f"{args.stage} {label(setting)} {who}: win {row['persons'][who]['win_rate']:.2f}")
+            row["pooled"] = pooled(list(row["persons"].values()))
+            write()
     if args.stage == "dev":
         rule_rows = {n: r for n, r in table.items() if r.get("pooled")}
         ok = {n: r for n, r in rule_rows.items() if admissible(r["pooled"])}
