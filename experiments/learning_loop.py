@@ -257,7 +257,9 @@ def markdown(results: dict) -> str:
            f"- {len(c['attributes'])} attributes ({', '.join(c['attributes'])}), beta {c['beta']}, answers up to "
            f"{c['max_tokens']} tokens, {c['held_out']} held-out prompts (greedy), seeds {c['seeds']}",
            f"- held-out plain answers that ended before {c['max_tokens']} tokens: {results['plain_ended']} / {c['held_out']}",
-           f"- time: {results['seconds']:.0f} s", "",
+           f"- time: {results['seconds']:.0f} s (of the runs)",
+           "- record s: learning.add's time per pick, scoring included; a pair scored before (by an earlier run, "
+           "or by the active strategy's question) is read from the score cache", "",
            "Win rate of the frozen profile's answers over plain decoding's on the held-out prompts (tie 0.5), "
            "with a 95% cluster-bootstrap interval over seeds and prompts:", "",
            "| user | strategy | " + " | ".join(f"{k} picks" for k in cps) + " | turns (skipped) | record s (median) | settled at |",
@@ -297,12 +299,12 @@ def plot(results: dict, path: Path) -> bool:
     users = results["config"]["users"]
     fig, axes = plt.subplots(1, len(users), figsize=(3.6 * len(users), 3.4), squeeze=False, sharey=True)
     for ax, u in zip(axes[0], users):
-        for row in (r for r in results["summary"].values() if r["user"] == u):
+        for j, row in enumerate(r for r in results["summary"].values() if r["user"] == u):
             ks = sorted(int(k) for k in row["checkpoints"])
             rows = [row["checkpoints"][str(k)] for k in ks]
             ys = [r["win_rate"] for r in rows]
             err = [[y - r["ci95"][0] for y, r in zip(ys, rows)], [r["ci95"][1] - y for y, r in zip(ys, rows)]]
-            ax.errorbar(ks, ys, yerr=err, marker="o", capsize=3, label=row["strategy"])
+            ax.errorbar([k + 0.3 * j for k in ks], ys, yerr=err, marker="o", capsize=3, label=row["strategy"])  # apart
         ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
         ax.set_title(u)
         ax.set_xlabel("picks")
@@ -370,7 +372,8 @@ def main(argv=None) -> int:
                 log(f"run {user}/{strategy}/seed {seed}")
                 runs.append(loop.run(user, strategy, seed))
     loop.glog.close()
-    results = {"command": command, "git_rev": rev, "models": loop.identity, "seconds": time.monotonic() - t0,
+    seconds = sum(r["seconds"] for r in runs) if args.report else time.monotonic() - t0  # the runs' own time
+    results = {"command": command, "git_rev": rev, "models": loop.identity, "seconds": seconds,
                "plain_ended": sum(a.ended for a in loop.plain),
                "config": {"users": args.users, "strategies": args.strategies, "seeds": args.seeds,
                           "checkpoints": sorted(set(args.checkpoints)), "held_out": args.held_out,
