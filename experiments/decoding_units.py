@@ -172,11 +172,8 @@ def main(argv=None) -> int:
     fp = model.identity["sha256"]
     glog = gj.GenerationLog(args.out / "generations.jsonl")
     attributes = builtin_attributes().select(include=SETUP["attributes"])
-    train = gj.TRAIN_PROMPTS[: SETUP["train"]]
-    idx = [gj.PROMPTS.index(q) for q in train]
     plain = Drift(options=options)
-    answers = [gj.run_prompts(f"train answers {s}", plain, train, [1000 * s + i for i in idx], SETUP["max_tokens"],
-                              glog, fp)[0] for s in gj.TRAIN_SEEDS[: SETUP["answers"]]]
+    train, answers = gj.training_answers("terms_long", plain, glog, fp)
     scorer = Scorer(model, cache=ScoreCache(), max_response_tokens=SETUP["score_tokens"])
     fit_options = FitOptions(top=gj.TOP, normalize="sum", method="qp", family=choice.AUTO)
 

@@ -359,6 +359,17 @@ def run_prompts(label: str, drift, prompts, seeds, max_tokens: int, glog: Genera
     return answers, sum(a.ended for a in answers)
 
 
+def training_answers(size: str, drift, glog: GenerationLog, fingerprint: str) -> tuple[tuple, list[list[Answer]]]:
+    """A size's training prompts and the plain answers to them, one list per seed set (answer s to prompt i
+    has seed 1000 s + i): what its profiles are fitted on, read from the log where it holds them."""
+    setup = SIZES[size]
+    train = TRAIN_PROMPTS[: setup["train"]]
+    idx = [PROMPTS.index(q) for q in train]
+    return train, [run_prompts(f"train answers, seed set {s}", drift, train, [1000 * s + i for i in idx],
+                               setup["max_tokens"], glog, fingerprint)[0]
+                   for s in TRAIN_SEEDS[: setup.get("answers", ANSWERS)]]
+
+
 # ---------------------------------------------------------------------------- analysis
 def label_pairs(persona: str, prompts, answers_a, answers_b, tag: str = "") -> tuple[list[PreferencePair], dict]:
     judge = JUDGES[persona]

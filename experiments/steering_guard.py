@@ -272,15 +272,11 @@ def main(argv=None) -> int:
     fp = model.identity["sha256"]
     glog = gj.GenerationLog(args.out / "generations.jsonl")
     attributes = builtin_attributes().select(include=SETUP["attributes"])
-    train = gj.TRAIN_PROMPTS[: SETUP["train"]]
-    train_idx = [gj.PROMPTS.index(q) for q in train]
 
     # 1. the training answers of terms_long (from its log) and a profile per persona
     plain = Drift(options=options)
-    seeds = gj.TRAIN_SEEDS[: SETUP["answers"]]
-    answers = [gj.run_prompts(f"train answers, seed set {s}", plain, train, [1000 * s + i for i in train_idx],
-                              SETUP["max_tokens"], glog, fp)[0] for s in seeds]
-    scorer = Scorer(model, cache=ScoreCache(), max_response_tokens=SETUP["score_tokens"], progress=True)
+    train, answers = gj.training_answers("terms_long", plain, glog, fp)
+    scorer = Scorer(model, cache=ScoreCache(), max_response_tokens=SETUP["score_tokens"])
     fit_options = FitOptions(top=gj.TOP, normalize="sum", method="qp", family=choice.AUTO)
     profiles, personas = {}, {}
     for persona in gj.PERSONAS:
