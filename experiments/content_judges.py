@@ -165,7 +165,7 @@ class Fluency:
         from drift_cpp.steer.formula import default_system
         from drift_cpp.score.scorer import Scorer
 
-        self.scorer = Scorer(model, cache=None, max_response_tokens=0, progress=False)
+        self.scorer = Scorer(model, cache=None, max_response_tokens=0)
         self.system = system or default_system()
         self._memo: dict[tuple[str, str], Optional[float]] = {}
 
@@ -226,7 +226,7 @@ class ModelJudge:
     def __init__(self, model, cache=None):
         from drift_cpp.score.scorer import Scorer
 
-        self.scorer = Scorer(model, cache=cache, max_response_tokens=0, progress=False)
+        self.scorer = Scorer(model, cache=cache, max_response_tokens=0)
         self.model = model
 
     def _margin(self, question: str, first: str, second: str) -> float:

@@ -228,7 +228,7 @@ def fit_timing(users, model, attributes, rows, words) -> dict:
         choice.choose(train.W, train.L, train.texts, groups=train.groups)
         fits[name] = {"pairs": len(train), "cpu_s": time.process_time() - t}
     t = time.process_time()
-    cnndm_rewards(rows[:1], Scorer(model, cache=None, max_response_tokens=0, progress=False), attributes, words)
+    cnndm_rewards(rows[:1], Scorer(model, cache=None, max_response_tokens=0), attributes, words)
     return {"choose": fits, "score_one_pair_cpu_s": time.process_time() - t}
 
 

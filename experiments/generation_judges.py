@@ -64,6 +64,7 @@ from drift_cpp.demo import DEMO_ATTRIBUTES
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
+from drift_cpp.progress import TokenProgress
 from run_info import REPO, command_line, git_rev, log, run
 
 # ---------------------------------------------------------------------------- judges
@@ -629,7 +630,7 @@ def main(argv=None) -> int:
 
     # 2. label and fit a profile per persona (scores are shared through the cache)
     cache = ScoreCache(args.cache)
-    scorer = Scorer(model, cache=cache, max_response_tokens=cfg["score_tokens"], progress=True)
+    scorer = Scorer(model, cache=cache, max_response_tokens=cfg["score_tokens"], progress=TokenProgress)
     log(f"score cache {cache.path}")
     fit_options = FitOptions(top=TOP, normalize="sum", method="qp", family=args.family)
     personas: dict[str, dict] = {}

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     attrs = builtin_attributes()
     prompts = [attrs.base] + list(attrs.attributes)
     model = load_model(None, ModelOptions(0, args.threads, None))
-    scorer = Scorer(model, max_response_tokens=args.cap, progress=False)
+    scorer = Scorer(model, max_response_tokens=args.cap)
     base_scorer = Scorer(model, max_response_tokens=args.cap if args.base_cap is None else args.base_cap)
     args.work.mkdir(parents=True, exist_ok=True)
     out = args.work / f"{args.data}.npz"

@@ -2,7 +2,7 @@
 
 from drift_cpp.preferences import load_pairs
 from drift_cpp.score.cache import MemoryCache
-from drift_cpp.cli import TokenProgress
+from drift_cpp.progress import TokenProgress
 from drift_cpp.score.scorer import Cost, ScoreRequest, Scorer, planned_tokens
 
 

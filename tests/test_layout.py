@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "python" / "drift_cpp"
 
 FLOORS = [
-    {"", "_core", "errors", "fileio", "params", "runtime"},
+    {"", "_core", "errors", "fileio", "params", "progress", "runtime"},
     {"chat", "models", "discovery"},
     {"preferences"},
     {"score"},

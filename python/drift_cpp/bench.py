@@ -76,7 +76,7 @@ def bench_scorer(model, quick: bool) -> dict:
         for k in range(3)
     ]
     requests = [ScoreRequest(s, (("user", q),), r) for s in SYSTEMS for q in QUESTIONS[:n_q] for r in responses]
-    scorer = Scorer(model, max_response_tokens=0, progress=False)
+    scorer = Scorer(model, max_response_tokens=0)
     work = [scorer.tokens(r, model.render(scorer._messages(r))) for r in requests]
 
     start = time.perf_counter()

@@ -10,7 +10,7 @@ import click
 
 from .. import params
 from ..errors import DriftError
-from .display import TokenProgress
+from ..progress import TokenProgress
 
 
 # The options every command that loads models or scores declares alike.

@@ -62,7 +62,7 @@ class Fitter:
     def __init__(self, job: Job):
         self.job = job
         self.scorer = Scorer(load_model(job.slm, job.model_options),
-                             max_response_tokens=job.options.max_response_tokens, progress=False)
+                             max_response_tokens=job.options.max_response_tokens)
 
     def fit(self, task: Task) -> Result:
         """The user's profile, or the reason it failed: one user's failure is never another's."""
