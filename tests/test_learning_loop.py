@@ -15,6 +15,7 @@ from drift_cpp.preferences import load_pairs  # noqa: E402
 from drift_cpp.score.attributes import builtin_attributes  # noqa: E402
 from drift_cpp.score.cache import ScoreCache  # noqa: E402
 from drift_cpp.score.scorer import Scorer  # noqa: E402
+from drift_cpp.steer.questions import Learner  # noqa: E402
 
 USER, PICKS = "plain_words", 6  # at 24 tokens most answers are cut, so the length users would tie
 
@@ -27,6 +28,8 @@ def test_picks_land_in_the_pairs_file_and_the_frozen_profile_is_a_fit_from_scrat
     run = out / "runs" / f"{USER}-samples-s0"
     result = json.loads((run / "result.json").read_text("utf-8"))
     assert len(result["picks"]) == PICKS
+    changes = [p["change"] for p in result["picks"]]  # the first pick has no earlier fit to move
+    assert changes[0] is None and all(0 <= c <= 1 for c in changes[1:])
 
     pairs = load_pairs(run / "profile.pairs.jsonl")
     assert len(pairs) == PICKS
@@ -48,3 +51,17 @@ def test_picks_land_in_the_pairs_file_and_the_frozen_profile_is_a_fit_from_scrat
     before = (run / "result.json").stat().st_mtime_ns
     assert learning_loop.main(argv) == 0
     assert (run / "result.json").stat().st_mtime_ns == before
+
+
+def test_a_profile_settles_after_three_small_changes_in_the_joint_model(tmp_path):
+    from drift_cpp.params import SETTLE_PICKS, SETTLE_TOL
+    learner = Learner(tmp_path / "me.json", lambda: None, builtin_attributes())
+    small, large = SETTLE_TOL / 2, SETTLE_TOL * 2
+    learner.changes = [(n, small) for n in range(2, 11)]  # the attributes alone, before the joint model
+    assert learner.settled() is None
+    learner.changes += [(n, small) for n in range(11, 11 + SETTLE_PICKS - 1)]
+    assert learner.settled() is None
+    learner.changes.append((11 + SETTLE_PICKS - 1, small))
+    assert learner.settled() == 11 + SETTLE_PICKS - 1
+    learner.changes.append((11 + SETTLE_PICKS, large))
+    assert learner.settled() is None
