@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drift_cpp.fit import approximation
+from drift_cpp.fit import approximation, features
 from drift_cpp import evaluation as ev
 from drift_cpp.errors import DriftError
 
@@ -178,7 +178,7 @@ def test_bow_rm_equals_the_full_vocabulary_fit():
     Xt = ev.tfidf_transform([c for c, _ in test_t], vocab, idf) - ev.tfidf_transform([r for _, r in test_t], vocab, idf)
     for l2 in (0.1, 1.0):
         b = approximation.fit_bradley_terry(X, np.zeros_like(X), l2=l2)
-        Z, Zt = ev.methods._bow_design(tuple(train_t), tuple(test_t))
+        Z, Zt = features._bow_design(tuple(train_t), tuple(test_t))
         c = approximation.fit_bradley_terry(Z, np.zeros_like(Z), l2=l2)
         np.testing.assert_allclose(Zt @ c, Xt @ b, atol=1e-8)
 
