@@ -54,6 +54,8 @@ def prefs(tmp_path):
 def profile_json(**changes):
     from test_profile_file import sample
     obj = json.loads(pf.to_json(sample()))
+    if "options" in changes:  # one option changed; a version-2 file holds them all
+        changes = {**changes, "options": {**obj["options"], **changes["options"]}}
     obj.update(changes)
     return json.dumps(obj)
 
