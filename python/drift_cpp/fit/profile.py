@@ -373,7 +373,7 @@ class Profile:
     def attribute_scale(self, units: str) -> float:
         """What the unit direction p is multiplied by to steer. "unit": 1 (the paper's p). "joint": the norm
         of the joint fit's attribute coefficients, so that the attributes steer in the units of the margin the
-        length and word weights share (issue 25); the paper's model alone has no other units, so 1 there."""
+        length and word weights share; the paper's model alone has no other units, so 1 there."""
         if units not in ATTRIBUTE_UNITS:
             raise DriftError(f"unknown attribute units '{units}' (choose {', '.join(ATTRIBUTE_UNITS)})")
         joint = self.choice is not None and "attributes" in self.choice.family and self.choice.family != ("attributes",)

@@ -1,6 +1,6 @@
 """Questions that teach: the two answers a learning chat shows, the pick recorded, and when to stop asking.
 
-How the two candidates are made decides what a pick teaches (issue 25). The strategies:
+How the two candidates are made decides what a pick teaches. The strategies:
 
     personalized  the profile's answer against plain decoding (chat's first way)
     samples       two plain samples (seeds s and s + 1)
