@@ -331,7 +331,7 @@ def _check_context(server: Server, formula: Formula, messages: list[dict]) -> No
     """A prompt over the context is refused before a stream starts (its lane would find it only
     after the 200 was sent). Tokenizes as the lane will: call it off the event loop."""
     batcher = server.batcher
-    n_ctx = batcher._args[2].n_ctx  # the EngineOptions its lanes' engines are made with
+    n_ctx = batcher.engine_options.n_ctx  # what its lanes' engines are made with
     for sequence in Binding(formula, {LLM: batcher.llm, SLM: batcher.slm}, batcher.models).sequences:
         n = len(sequence.prompt(messages))
         if n >= n_ctx:

@@ -154,7 +154,7 @@ class Batcher:
         options.check()
         if slots < 1:
             raise DriftError(f"slots must be at least 1, got {slots}")
-        self.llm, self.slm, self.slots = llm, slm, slots
+        self.llm, self.slm, self.slots, self.engine_options = llm, slm, slots, options
         self.models = [llm] + ([slm] if slm is not llm else [])
         self._args = (self.models, slots, options, n_threads, quiet, window)
         self._lanes: dict[tuple, _Lane] = {}
