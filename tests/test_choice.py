@@ -188,3 +188,55 @@ def test_a_length_prior_s_mean_is_where_a_strong_prior_holds_the_weight():
     assert choice.fit(("length",), W, L, docs, priors=pinned).length == pytest.approx(0.7, abs=1e-6)
     loose = choice.fit(("length",), W, L, docs, priors=choice.Priors(length_mean=0.7)).length
     assert loose != pytest.approx(0.7, abs=1e-3)  # with the default strength the pairs move it
+
+
+# ----------------------------------------------------------------------- what a pick would teach
+def _curvature_by_differences(objective, b, h=1e-4):
+    """The Hessian of `objective` at b by central differences: a reference independent of the closed form."""
+    k = len(b)
+    H = np.zeros((k, k))
+    for i in range(k):
+        for j in range(k):
+            e_i, e_j = np.eye(k)[i] * h, np.eye(k)[j] * h
+            H[i, j] = (objective(b + e_i + e_j) - objective(b + e_i - e_j) - objective(b - e_i + e_j)
+                       + objective(b - e_i - e_j)) / (4 * h * h)
+    return H
+
+
+@pytest.mark.parametrize("family", [("attributes",), ("attributes", "length")])
+def test_information_is_the_gain_in_log_determinant_of_the_fit_s_curvature(family):
+    W, L, docs = user("length", 12, 3, k=4)
+    Wn, Ln, docs_new = user("length", 5, 4, k=4)
+    l2 = 10.0
+    got = choice.information(family, W, L, docs, Wn, Ln, docs_new, l2)
+    # The reference: the fit's penalized objective over its own (scaled) columns, its curvature by differences,
+    # and the determinant's growth when each new pair's curvature is added, both ways as the fit counts it.
+    X, Xt, _, offset, offset_t = choice._design(family, W - L, docs, docs_new, Wn - Ln, l2, choice.PRIORS)
+    lam = 1.0
+    if family == ("attributes",):
+        X, Xt, lam = W - L, Wn - Ln, l2
+    b = approximation.bradley_terry_coefficients(X, lam, offset=offset)
+
+    def objective(c):
+        z = X @ c + offset
+        return float(2 * np.sum(np.logaddexp(0, -z)) + 0.5 * lam * c @ c)  # each pair both ways round
+    H = _curvature_by_differences(objective, b)
+    for x, z, want in zip(Xt, Xt @ b + offset_t, got):
+        s = 1 / (1 + np.exp(-z))
+        after = H + 2 * s * (1 - s) * np.outer(x, x)
+        assert want == pytest.approx(0.5 * (np.linalg.slogdet(after)[1] - np.linalg.slogdet(H)[1]), rel=1e-4, abs=1e-9)
+
+
+def test_a_pick_between_alike_answers_or_of_a_known_winner_teaches_little():
+    W, L, docs = user("length", 12, 5, k=4)
+    same = [(docs[0][0], docs[0][0])]
+    zero = choice.information(("attributes", "length"), W, L, docs, W[:1], W[:1], same)
+    assert zero[0] == pytest.approx(0, abs=1e-12)
+    # The same pair either way round teaches the same.
+    pair = choice.information(("attributes", "length"), W, L, docs, W[1:2], L[1:2], docs[1:2])
+    flipped = choice.information(("attributes", "length"), W, L, docs, L[1:2], W[1:2], [docs[1][::-1]])
+    assert pair == pytest.approx(flipped, rel=1e-9)
+    # Once the fit holds many copies of a pair, asking it again teaches less than asking it of a fresh fit.
+    many = choice.information(("attributes", "length"), np.vstack([W] + [W[1:2]] * 20), np.vstack([L] + [L[1:2]] * 20),
+                              docs + [docs[1]] * 20, W[1:2], L[1:2], docs[1:2])
+    assert many[0] < 0.5 * pair[0]

@@ -35,7 +35,7 @@ INT32_MAX = 2**31 - 1  # the engine's ints (max_tokens, top_k, n_ctx)
 MIN_PROFILE_PAIRS = 5
 # How chat's --learn and /ab make their two answers (steer/questions.py), and how many candidates the
 # active strategy draws. Chosen by experiments/learning_loop.py: docs/results.md, "Learning from picks".
-QUESTIONS = ("personalized", "samples", "betas", "active")
+QUESTIONS = ("personalized", "samples", "betas", "active", "informative")
 DEFAULT_QUESTIONS = "personalized"
 ACTIVE_CANDIDATES = 4
 # A learned profile has settled when each of its last SETTLE_PICKS picks moved its predicted preference

@@ -98,7 +98,8 @@ class _Learner:
 @click.option("--learn-include", default=None, help="A new profile scores only these attribute ids (comma-separated).")
 @click.option("--questions", type=click.Choice(params.QUESTIONS), default=params.DEFAULT_QUESTIONS, show_default=True,
               help="How --learn and /ab make their two answers: the profile against plain, two plain samples, "
-                   "the profile at two strengths, or the two of a few samples the profile is least sure between.")
+                   "the profile at two strengths, or two of a few samples: those the profile is least sure between "
+                   "(active), or those whose pick would teach it most (informative).")
 @click.pass_context
 @one_line_errors
 def chat(ctx, learn, learn_include, questions, **options):

@@ -193,6 +193,31 @@ def _mean_tfidf_norm(docs, vocab, idf) -> float:
     return float(np.mean(norms)) if norms else 1.0
 
 
+def information(family: Sequence[str], W, L, docs, W_new, L_new, docs_new, l2: float = approximation.DEFAULT_L2,
+                priors: Priors = PRIORS) -> np.ndarray:
+    """What a pick on each new pair would teach the Bradley-Terry fit of `family` on the pairs (W, L, docs):
+    the expected information about its weights, 1/2 log(1 + 2 s(1 - s) x' H^-1 x), where x is the new
+    pair's row, s the fit's chance that the first answer wins and H the fit's precision (its Laplace
+    approximation: the prior plus each pair's curvature, every pair counted both ways as the fit does).
+
+    A pair the fit is unsure of (s near 1/2) teaches little when its answers hardly differ in the
+    features (x near 0), and a pair with a large x teaches little when the fit already knows the
+    winner: this weighs both, where the least-certain pair weighs only the first."""
+    family = tuple(family)
+    D = np.asarray(W, dtype=np.float64) - np.asarray(L, dtype=np.float64)
+    Dt = np.asarray(W_new, dtype=np.float64) - np.asarray(L_new, dtype=np.float64)
+    if family == ("attributes",):
+        X, Xt, lam, offset, offset_t = D, Dt, l2, np.zeros(len(D)), np.zeros(len(Dt))
+    else:  # columns scaled by their priors: one l2 = 1 is every family's prior
+        X, Xt, _, offset, offset_t = _design(family, D, list(docs), list(docs_new), Dt, l2, priors)
+        lam = 1.0
+    b = approximation.bradley_terry_coefficients(X, lam, offset=offset)
+    curvature = lambda z: 0.25 / np.cosh(0.5 * z) ** 2  # s(1 - s) of s = sigmoid(z), overflow-free  # noqa: E731
+    H = 2 * (X.T * curvature(X @ b + offset)) @ X + lam * np.eye(X.shape[1])
+    spread = np.einsum("ij,ij->i", Xt, np.linalg.solve(H, Xt.T).T)  # x' H^-1 x for each new pair
+    return 0.5 * np.log1p(2 * curvature(Xt @ b + offset_t) * spread)
+
+
 def contributions(model: Model, W, L, docs: Optional[Sequence[tuple[Doc, Doc]]]) -> dict[str, np.ndarray]:
     """Each family's part of the model's margin on each pair."""
     D = np.asarray(W, dtype=np.float64) - np.asarray(L, dtype=np.float64)

@@ -8,6 +8,8 @@ How the two candidates are made decides what a pick teaches. The strategies:
     active        k plain samples, scored under the profile's attributes (the scorer gives each
                   candidate's rewards), and the two on which the profile is least sure, |margin|
                   smallest; the scores are cached, so recording the pick scores nothing again
+    informative   the same k samples, and the two whose pick would teach the profile most: the
+                  largest expected information about its weights (fit/choice.information)
 
 Every strategy shows two plain samples while the profile does not steer yet (under
 MIN_PROFILE_PAIRS pairs), as chat always did. Which is the default, and why:
@@ -37,6 +39,9 @@ from ..score.attributes import AttributeSet
 from ..score.scorer import Scorer
 from .formula import Formula
 from .session import Drift, Generation
+
+CHOOSING = ("active", "informative")  # strategies that choose two of k samples by the profile
+
 
 def check_strategy(strategy: str) -> str:
     if strategy not in STRATEGIES:
@@ -80,9 +85,10 @@ def _question(history: list[dict], two: Sequence[Generation], titles: tuple[str,
                     (two[0].finish_reason != "length", two[1].finish_reason != "length"))
 
 
-def candidate_margins(profile: Profile, candidates: Sequence[str], history: list[dict],
-                      scorer: Scorer) -> dict[tuple[int, int], float]:
-    """The profile's margin of candidate i over j for every two distinct candidates (i < j).
+def judge_candidates(profile: Profile, candidates: Sequence[str], history: list[dict],
+                     scorer: Scorer) -> dict[tuple[int, int], tuple[float, float]]:
+    """For every two distinct candidates i < j: the profile's margin of i over j, and what a pick between
+    them would teach it (choice.information).
 
     Each candidate is scored under the columns the profile's next pair would be scored under (all of
     them for an exhaustive profile), so the pair then recorded reads its rewards from the cache; an
@@ -101,12 +107,14 @@ def candidate_margins(profile: Profile, candidates: Sequence[str], history: list
         columns = [cols] * len(pairs)
     with scorer.truncating(o.max_response_tokens):
         W, L = reward_features(scorer, pairs, attrs.base, attrs.attributes, o.normalize, columns)
-    D = np.nan_to_num(W - L, nan=0.0)
+    D, zeros, bows = np.nan_to_num(W - L, nan=0.0), np.zeros((len(pairs), W.shape[1])), pair_bows(pairs)
     if profile.choice is None:
-        m = approximation.predict(profile.p, D, np.zeros_like(D))
+        family, m = ("attributes",), approximation.predict(profile.p, D, zeros)
     else:
-        m = choice.margins(profile.choice.model, D, np.zeros_like(D), pair_bows(pairs))
-    return {ij: float(x) for ij, x in zip(distinct, m)}
+        family, m = profile.choice.family, choice.margins(profile.choice.model, D, zeros, bows)
+    W_fit, L_fit = screening.impute(profile.W, profile.L)
+    info = choice.information(family, W_fit, L_fit, profile.bows, D, zeros, bows, o.l2)
+    return {ij: (float(x), float(i)) for ij, x, i in zip(distinct, m, info)}
 
 
 def ask(strategy: str, drift: Drift, history: list[dict], sampling: Sampling,
@@ -114,9 +122,9 @@ def ask(strategy: str, drift: Drift, history: list[dict], sampling: Sampling,
     """Two answers to the conversation `history` (its last turn the user's), made by `strategy`.
 
     The session needs compare=True (plain decoding beside its formula) once its formula steers.
-    active needs the profile and the scorer; without a profile it shows the first two samples."""
+    active and informative need the profile and the scorer; without a profile they show the first two samples."""
     check_strategy(strategy)
-    if strategy == "samples" or (strategy != "active" and not steering(drift.formula)):
+    if strategy == "samples" or (strategy not in CHOOSING and not steering(drift.formula)):
         return _question(history, _samples(drift, history, sampling, 2), ("1", "2"), "samples")
     if strategy == "personalized":
         return _question(history, drift.generate_all(history, sampling), ("1: personalized", "2: plain"), strategy)
@@ -129,13 +137,16 @@ def ask(strategy: str, drift: Drift, history: list[dict], sampling: Sampling,
         finally:
             drift.beta = beta
         return _question(history, answers, (f"1: beta {beta / 2:g}", f"2: beta {beta * 2:g}"), strategy)
-    # active
+    # active, informative: k samples, two of them chosen by the profile
     learned = profile is not None and profile.n_pairs > 0
     candidates = _samples(drift, history, sampling, k if learned else 2)
-    margins = candidate_margins(profile, [c.text for c in candidates], history, scorer) if learned else {}
-    if not margins:
+    judged = judge_candidates(profile, [c.text for c in candidates], history, scorer) if learned else {}
+    if not judged:
         return _question(history, candidates[:2], ("1", "2"), "samples")
-    (i, j), m = min(margins.items(), key=lambda item: abs(item[1]))
+    if strategy == "active":  # the least certain
+        (i, j), (m, _) = min(judged.items(), key=lambda item: abs(item[1][0]))
+    else:  # the most informative
+        (i, j), (m, _) = max(judged.items(), key=lambda item: item[1][1])
     return _question(history, (candidates[i], candidates[j]), ("1", "2"), strategy, m)
 
 
