@@ -7,6 +7,14 @@ steer/questions.Learner asks two answers to a prompt (by one of the question str
 picks by its judge, skipping near-ties, and the Learner records the pick into a profile's pairs file
 (fit/learning.add) exactly as chat does. Each turn is a new one-turn conversation.
 
+--via openai runs the same loop against a `drift-cpp serve` the harness starts (same models, attributes
+and beta), the user talking to it only through the official openai client: the two answers are chat
+completions (personalized: with `user`, against one without, one seed; samples: two without, seeds s and
+s + 1), the pick goes to /v1/preferences, and the held-out answers are completions at temperature 0.
+betas and active ask what no request can, and are refused. Its runs are named `...-openai`, record the
+via in their settings and go in their own --out; tests/test_learning_loop_server.py checks that both
+ways give the same pairs, profiles and win rates for the same seed.
+
 After each checkpoint's number of picks the profile is frozen (copied) and decodes the held-out prompts
 greedily; the judge compares each answer with plain decoding's (win 1, tie 0.5, loss 0). Beside the
 win rate stands the fit's own cross-validated accuracy on its picks (choice.py's CV of the chosen
@@ -28,14 +36,21 @@ generations.jsonl). Outputs under --out: results.json, results.md, learning_curv
     python experiments/learning_loop.py --threads 1 --out /tmp/loop   # the default budget: short, 10 picks, ~13 min
     python experiments/learning_loop.py --threads 1 --judges short --strategies samples \\
         --checkpoints 0,6 --held-out 4 --max-tokens 24 --out /tmp/loop-tiny   # the test's budget
+    python experiments/learning_loop.py --threads 1 --via openai --strategies samples --out /tmp/loop-openai
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
+import secrets
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -91,54 +106,206 @@ def cluster_bootstrap(outcomes: list[list[float]], draws: int = 2000, seed: int 
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-# ---------------------------------------------------------------------------- one run
-class Loop:
-    """Models, scorer, plain held-out answers and settings shared by every run."""
+# ---------------------------------------------------------------------------- the two ways in
+VIAS = ("python", "openai")
+# What the public API can ask: a personalized answer (the request's user) and plain samples (none).
+OPENAI_STRATEGIES = ("personalized", "samples")
 
-    def __init__(self, args):
-        from drift_cpp.models import ModelOptions, load_model
-        from drift_cpp.params import Sampling
-        from drift_cpp.score.attributes import builtin_attributes
+
+class InProcess:
+    """--via python: chat's Learner and session in this process, as `drift-cpp chat --learn 1` runs them."""
+
+    def __init__(self, loop: "Loop"):
         from drift_cpp.score.cache import ScoreCache
         from drift_cpp.score.scorer import Scorer
         from drift_cpp.steer.session import Drift
 
-        self.args = args
-        self.options = ModelOptions(threads=args.threads)
-        self.llm_name, self.slm_name = args.llm or args.model, args.slm or args.model
-        llm, slm = load_model(self.llm_name, self.options), load_model(self.slm_name, self.options)
-        self.identity = {"llm": llm.identity, "slm": slm.identity}
-        self.fingerprint = (slm.identity["sha256"] if llm.same_as(slm.identity)
-                            else f"{llm.identity['sha256']}/{slm.identity['sha256']}")
-        attrs = builtin_attributes()
-        self.attributes = attrs if args.attributes == "all" else attrs.select(include=args.attributes.split(","))
-        self.cache = ScoreCache(args.cache)
-        self.scorer = Scorer(slm, cache=self.cache)  # chat's scorer: the default response tokens
-        self.held_out = HELD_OUT_PROMPTS[: args.held_out]
-        self.eval_sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
-        self.glog = GenerationLog(args.out / "generations.jsonl")
-        plain = Drift(self.llm_name, self.llm_name, options=self.options)
-        self.plain = [self.glog.generate(plain, q, self.eval_sampling, self.fingerprint)[0] for q in self.held_out]
-        log(f"held-out plain answers: {sum(a.ended for a in self.plain)} / {len(self.plain)} ended "
-            f"before {args.max_tokens} tokens")
+        self.loop, self.args = loop, loop.args
+        self.scorer = Scorer(loop.slm, cache=ScoreCache(self.args.cache))  # chat's scorer: the default response tokens
+        self.glog = GenerationLog(self.args.out / "generations.jsonl")
+        self.plain_session = Drift(loop.llm_name, loop.llm_name, options=loop.options)
 
     def session(self, profile):
         """chat's session: plain decoding until the profile steers, plain beside it (compare) always."""
         from drift_cpp.fit import learning
         from drift_cpp.steer.session import Drift
         steering = profile if learning.steers(profile) else None
-        return Drift(self.llm_name, self.slm_name, profile=steering, beta=self.args.beta, options=self.options,
-                     compare=True)
+        return Drift(self.loop.llm_name, self.loop.slm_name, profile=steering, beta=self.args.beta,
+                     options=self.loop.options, compare=True)
+
+    def answers(self, profile, prompts: list[str], sampling) -> list[Answer]:
+        """Answers decoded by the profile (None: plain), each logged once in generations.jsonl."""
+        from drift_cpp.steer.session import Drift
+        drift = self.plain_session if profile is None else Drift(
+            self.loop.llm_name, self.loop.slm_name, profile=profile, beta=self.args.beta, options=self.loop.options)
+        return [self.glog.generate(drift, q, sampling, self.loop.fingerprint)[0] for q in prompts]
+
+    def start(self, name: str, where: Path, strategy: str) -> Path:
+        """A new run's profile, at its path (the folder `where` is new)."""
+        from drift_cpp.steer.questions import Learner
+        target = where / "profile.json"
+        self.learner = Learner(target, lambda: self.scorer, self.loop.attributes, strategy, k=self.args.k)
+        self.changes = self.learner.changes
+        self.drift = self.session(None)
+        return target
+
+    def ask(self, history: list[dict], sampling):
+        return self.learner.ask(self.drift, history, sampling)
+
+    def record(self, question, chosen: int):
+        """The profile after the pick; None: nothing learned (the same two texts, or a pair learned before)."""
+        update = self.learner.record(question, chosen)
+        if update is None or not update.changed:
+            return None
+        self.drift = self.session(update.profile)
+        return update.profile
+
+    def settled(self) -> Optional[int]:
+        return self.learner.settled()
+
+    def close(self) -> None:
+        self.glog.close()
+
+
+SERVER_START_S = 600     # the server loads its models before it answers: minutes on a busy machine
+SERVER_TIMEOUT_S = 3600  # one request's answer, at one thread beside other jobs
+
+
+class OverHttp:
+    """--via openai: a `drift-cpp serve` of the harness's models, attributes and beta, and the simulated user
+    talking to it through the official openai client only: chat completions for the answers (the profile's
+    with `user`, plain without), /v1/preferences for the picks. Each run is a user of the server,
+    PROFILES/<run>.json; the harness reads that file (and nothing else of the server) to freeze the profile."""
+
+    def __init__(self, loop: "Loop"):
+        import openai
+
+        self.loop, args = loop, loop.args
+        self.profiles = args.out / "profiles"
+        self.profiles.mkdir(exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        key = secrets.token_hex(16)
+        env = dict(os.environ)
+        if args.cache is not None:  # the server keeps its scores in $DRIFT_CPP_CACHE/scores.sqlite
+            env["DRIFT_CPP_CACHE"] = str(args.cache.parent)
+        command = [sys.executable, "-m", "drift_cpp.cli", "--threads", str(args.threads), "serve",
+                   "--profiles", str(self.profiles), "--port", str(port), "--api-key", key, "--beta", repr(args.beta)]
+        command += [] if args.attributes == "all" else ["--include", args.attributes]
+        command += [x for flag, name in (("--llm", loop.llm_name), ("--slm", loop.slm_name)) if name for x in (flag, name)]
+        self.log_path = args.out / "server.log"
+        with open(self.log_path, "w") as server_log:
+            self.proc = subprocess.Popen(command, env=env, stdout=server_log, stderr=subprocess.STDOUT)
+        self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0,
+                                    timeout=SERVER_TIMEOUT_S)
+        deadline = time.monotonic() + SERVER_START_S
+        while True:  # the server loads its models first
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise DriftError(f"drift-cpp serve did not start: {self.log_path.read_text()[-500:].strip()}")
+            try:
+                self.model = self.client.models.list().data[0].id
+                break
+            except openai.APIConnectionError:
+                time.sleep(0.5)
+        log(f"drift-cpp serve answers on port {port} (log: {self.log_path})")
+
+    def _answer(self, messages: list[dict], sampling, user: Optional[str] = None) -> Answer:
+        """One chat completion with the sampling's settings; no user: plain decoding."""
+        reply = self.client.chat.completions.create(
+            model=self.model, messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
+            seed=sampling.seed, max_tokens=sampling.max_tokens, **({"user": user} if user else {}))
+        choice = reply.choices[0]
+        return Answer(choice.message.content, choice.finish_reason != "length")  # "length": cut
+
+    def answers(self, profile, prompts: list[str], sampling) -> list[Answer]:
+        """Answers by the run's profile on the server (None: plain), which is `profile` until the next pick."""
+        user = None if profile is None else self.user
+        return [self._answer([{"role": "user", "content": q}], sampling, user) for q in prompts]
+
+    def start(self, name: str, where: Path, strategy: str) -> Path:
+        from drift_cpp.fit import learning
+        self.user, self.strategy, self.steers, self.changes = name, strategy, False, []
+        self.target = self.profiles / f"{name}.json"
+        for old in (self.target, learning.pairs_path(self.target)):  # an interrupted run's
+            old.unlink(missing_ok=True)
+        return self.target
+
+    def ask(self, history: list[dict], sampling):
+        """questions.ask's two answers, made by requests: the profile's against plain with one seed once it
+        steers (personalized), else two plain samples with seeds s and s + 1."""
+        from drift_cpp.steer.questions import Question
+        if self.strategy == "personalized" and self.steers:
+            two = (self._answer(history, sampling, self.user), self._answer(history, sampling))
+            titles, strategy = ("1: personalized", "2: plain"), "personalized"
+        else:
+            two = tuple(self._answer(history, dataclasses.replace(sampling, seed=(sampling.seed + i) % 2**32))
+                        for i in range(2))
+            titles, strategy = ("1", "2"), "samples"
+        return Question(history, (two[0].text, two[1].text), titles, strategy, None, (two[0].ended, two[1].ended))
+
+    def record(self, question, chosen: int):
+        """The pick posted to /v1/preferences; the profile after it, read back (None: nothing learned)."""
+        from drift_cpp.fit import learning
+        pair = question.pair(chosen)
+        if pair is None:
+            return None
+        before = learning.load(self.target)
+        body = {"user": self.user, "prompt": question.history, "chosen": pair.chosen, "rejected": pair.rejected}
+        learned = self.client.post("/preferences", cast_to=object, body=body)["data"][0]
+        if not learned["added"]:
+            return None
+        after = learning.load(self.target)
+        self.changes.append((after.n_pairs, learning.change(before, after)))  # as Learner.record keeps them
+        self.steers = learned["steering"]
+        return after
+
+    def settled(self) -> Optional[int]:
+        from drift_cpp.steer.questions import Learner
+        return Learner.settled(self)  # chat's rule, on this client's record of changes
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+# ---------------------------------------------------------------------------- one run
+class Loop:
+    """Models, the way in (--via), plain held-out answers and settings shared by every run."""
+
+    def __init__(self, args):
+        from drift_cpp.models import ModelOptions, load_model
+        from drift_cpp.params import Sampling
+        from drift_cpp.score.attributes import builtin_attributes
+
+        self.args = args
+        self.options = ModelOptions(threads=args.threads)
+        self.llm_name, self.slm_name = args.llm or args.model, args.slm or args.model
+        llm, self.slm = load_model(self.llm_name, self.options), load_model(self.slm_name, self.options)
+        self.identity = {"llm": llm.identity, "slm": self.slm.identity}
+        self.fingerprint = (self.slm.identity["sha256"] if llm.same_as(self.slm.identity)
+                            else f"{llm.identity['sha256']}/{self.slm.identity['sha256']}")
+        attrs = builtin_attributes()
+        self.attributes = attrs if args.attributes == "all" else attrs.select(include=args.attributes.split(","))
+        self.held_out = HELD_OUT_PROMPTS[: args.held_out]
+        self.eval_sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
+        self.via = (InProcess if args.via == "python" else OverHttp)(self)
+        try:
+            self.plain = self.via.answers(None, self.held_out, self.eval_sampling)
+        except BaseException:
+            self.via.close()  # --via openai: no server left running
+            raise
+        log(f"held-out plain answers: {sum(a.ended for a in self.plain)} / {len(self.plain)} ended "
+            f"before {args.max_tokens} tokens")
 
     def evaluate(self, user: str, profile) -> dict:
         """The frozen profile's greedy answers on the held-out prompts against plain decoding's."""
         from drift_cpp.fit import learning
-        from drift_cpp.steer.session import Drift
         if not learning.steers(profile):  # it decodes plain: the same answers, all ties
             answers = self.plain
         else:
-            drift = Drift(self.llm_name, self.slm_name, profile=profile, beta=self.args.beta, options=self.options)
-            answers = [self.glog.generate(drift, q, self.eval_sampling, self.fingerprint)[0] for q in self.held_out]
+            answers = self.via.answers(profile, self.held_out, self.eval_sampling)
         outcomes = [compare(USERS[user], a, p) for a, p in zip(answers, self.plain)]
         c = None if profile is None else profile.choice
         return {"outcomes": outcomes, "win_rate": float(np.mean(outcomes)),
@@ -152,13 +319,14 @@ class Loop:
 
     def run(self, user: str, strategy: str, seed: int) -> dict:
         from drift_cpp.params import Sampling
-        from drift_cpp.steer.questions import Learner
 
         args = self.args
-        where = args.out / "runs" / f"{user}-{strategy}-s{seed}"
+        name = run_name(user, strategy, seed, args.via)
+        where = args.out / "runs" / name
         done = where / "result.json"
         settings = {k: getattr(args, k) for k in ("max_tokens", "held_out", "beta", "k", "max_turns_factor", "checkpoints")}
         settings |= {"attributes": list(self.attributes.ids), "models": self.fingerprint}
+        settings |= {} if args.via == "python" else {"via": args.via}  # python runs keep their settings of before
         if done.exists():
             finished = json.loads(done.read_text("utf-8"))
             if finished.get("settings") != settings:
@@ -167,20 +335,20 @@ class Loop:
         if where.exists():  # an interrupted run starts again
             shutil.rmtree(where)
         (where / "frozen").mkdir(parents=True)
-        target = where / "profile.json"
-        learner = Learner(target, lambda: self.scorer, self.attributes, strategy, k=args.k)
+        target = self.via.start(name, where, strategy)
         checkpoints = sorted(set(args.checkpoints))
         order = np.random.default_rng(seed).permutation(len(TRAIN_PROMPTS))
         max_turns = args.max_turns_factor * max(checkpoints[-1], 1)
-        result = {"user": user, "strategy": strategy, "seed": seed, "settings": settings, "checkpoints": {}, "picks": []}
+        result = {"user": user, "strategy": strategy, "seed": seed, "settings": settings,
+                  "profile": str(target.relative_to(args.out)), "checkpoints": {}, "picks": []}
         if checkpoints[0] == 0:
             result["checkpoints"]["0"] = self.evaluate(user, None)
-        profile, drift, turn, skipped, t0 = None, self.session(None), 0, 0, time.monotonic()
+        turn, skipped, t0 = 0, 0, time.monotonic()
         while len(result["picks"]) < checkpoints[-1] and turn < max_turns:
             prompt = TRAIN_PROMPTS[order[turn % len(order)]]
             sampling = Sampling(max_tokens=args.max_tokens, seed=(1_000_003 * seed + 16 * turn) % 2**32)
             asked = time.perf_counter()
-            question = learner.ask(drift, [{"role": "user", "content": prompt}], sampling)
+            question = self.via.ask([{"role": "user", "content": prompt}], sampling)
             asked = time.perf_counter() - asked
             turn += 1
             chosen = pick(user, *(Answer(t, e) for t, e in zip(question.answers, question.ended)))
@@ -188,29 +356,32 @@ class Loop:
                 skipped += 1
                 continue
             started = time.perf_counter()
-            update = learner.record(question, chosen)
+            profile = self.via.record(question, chosen)
             seconds = time.perf_counter() - started
-            if update is None or not update.changed:  # the same two texts, or a pair learned before
+            if profile is None:  # the same two texts, or a pair learned before
                 skipped += 1
                 continue
-            profile = update.profile
-            n = profile.n_pairs
+            n, change = profile.n_pairs, self.via.changes[-1][1]
             result["picks"].append({"turn": turn, "asked": question.strategy, "margin": question.margin,
-                                    "ask_seconds": asked, "record_seconds": seconds, "change": learner.changes[-1][1],
-                                    "settled": learner.settled(), "cv_accuracy": profile.choice.accuracy,
+                                    "ask_seconds": asked, "record_seconds": seconds, "change": change,
+                                    "settled": self.via.settled(), "cv_accuracy": profile.choice.accuracy,
                                     "length_weight": profile.length_weight()})
             log(f"  [{user}/{strategy}/s{seed}] pick {n} at turn {turn} ({skipped} skipped), recorded in "
-                f"{seconds:.1f} s, change {learner.changes[-1][1]}")
+                f"{seconds:.1f} s, change {change}")
             if str(n) in map(str, checkpoints):
                 shutil.copy(target, where / "frozen" / f"profile-{n}.json")
                 result["checkpoints"][str(n)] = self.evaluate(user, profile)
                 log(f"  [{user}/{strategy}/s{seed}] {n} picks: win rate {result['checkpoints'][str(n)]['win_rate']:.2f}"
                     f", CV accuracy {profile.choice.accuracy}")
-            drift = self.session(profile)
         result.update(turns=turn, skipped=skipped, seconds=time.monotonic() - t0,
                       settled=next((p["settled"] for p in result["picks"] if p["settled"]), None))
         atomic_write_text(done, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         return result
+
+
+def run_name(user: str, strategy: str, seed: int, via: str) -> str:
+    """A run's folder (and, --via openai, its user on the server): the via named, so no rerun mixes them."""
+    return f"{user}-{strategy}-s{seed}" + ("" if via == "python" else f"-{via}")
 
 
 # ---------------------------------------------------------------------------- report
@@ -253,7 +424,7 @@ def markdown(results: dict) -> str:
     cps = c["checkpoints"]
     out = ["# Learning from picks, end to end (issue 25)", "",
            f"- command: `{results['command']}`", f"- git rev: `{results['git_rev']}`",
-           f"- models: LLM {results['models']['llm']['name']}, sLM {results['models']['slm']['name']}",
+           f"- via: {c.get('via', 'python')}", f"- models: LLM {results['models']['llm']['name']}, sLM {results['models']['slm']['name']}",
            f"- {len(c['attributes'])} attributes ({', '.join(c['attributes'])}), beta {c['beta']}, answers up to "
            f"{c['max_tokens']} tokens, {c['held_out']} held-out prompts (greedy), seeds {c['seeds']}",
            f"- held-out plain answers that ended before {c['max_tokens']} tokens: {results['plain_ended']} / {c['held_out']}",
@@ -340,11 +511,14 @@ def parse(argv=None):
                     help="attribute ids the profiles score (comma-separated), or 'all' (41; slow)")
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--k", type=int, default=4, help="candidates the active strategy draws")
-    ap.add_argument("--cache", type=Path, default=None, help="score cache (default: drift-cpp's)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="score cache (default: drift-cpp's); --via openai: DIR/scores.sqlite, the server's")
     ap.add_argument("--model", default=None)
     ap.add_argument("--llm", default=None)
     ap.add_argument("--slm", default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--via", choices=VIAS, default="python",
+                    help="python: chat's Learner in this process; openai: a drift-cpp serve, through the openai client")
     ap.add_argument("--report", action="store_true", help="write the report from the finished runs; run nothing")
     args = ap.parse_args(argv)
     args.users, args.strategies = args.users.split(","), args.strategies.split(",")
@@ -352,6 +526,11 @@ def parse(argv=None):
         raise DriftError(f"--users: unknown {', '.join(bad)} (choose from {', '.join(USERS)})")
     if bad := [s for s in args.strategies if s not in STRATEGIES]:
         raise DriftError(f"--strategies: unknown {', '.join(bad)} (choose from {', '.join(STRATEGIES)})")
+    if args.via == "openai" and (bad := [s for s in args.strategies if s not in OPENAI_STRATEGIES]):
+        raise DriftError(f"--strategies {','.join(bad)}: no request of the public API asks it (--via openai takes "
+                         f"{', '.join(OPENAI_STRATEGIES)})")
+    if args.via == "openai" and args.cache is not None and args.cache.name != "scores.sqlite":
+        raise DriftError(f"--cache {args.cache}: the server keeps its scores in DIR/scores.sqlite; name the file so")
     if not args.checkpoints or min(args.checkpoints) < 0 or not 1 <= args.held_out <= len(HELD_OUT_PROMPTS):
         raise DriftError("--checkpoints must be >= 0 and --held-out within 1..20")
     return args
@@ -360,23 +539,28 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    made = args.out / "results.json"
+    if made.exists() and (was := json.loads(made.read_text("utf-8"))["config"].get("via", "python")) != args.via:
+        raise DriftError(f"{args.out} holds runs made --via {was}: give --via {args.via} another --out")
     command, rev, t0 = command_line(__file__, argv), git_rev(), time.monotonic()
     loop = Loop(args)
     runs = []
-    for seed in args.seeds:  # seed-major: a cut-short run still has every user and strategy once
-        for user in args.users:
-            for strategy in args.strategies:
-                done = args.out / "runs" / f"{user}-{strategy}-s{seed}" / "result.json"
-                if args.report:
-                    runs += [json.loads(done.read_text("utf-8"))] if done.exists() else []
-                    continue
-                log(f"run {user}/{strategy}/seed {seed}")
-                runs.append(loop.run(user, strategy, seed))
-    loop.glog.close()
+    try:
+        for seed in args.seeds:  # seed-major: a cut-short run still has every user and strategy once
+            for user in args.users:
+                for strategy in args.strategies:
+                    done = args.out / "runs" / run_name(user, strategy, seed, args.via) / "result.json"
+                    if args.report:
+                        runs += [json.loads(done.read_text("utf-8"))] if done.exists() else []
+                        continue
+                    log(f"run {user}/{strategy}/seed {seed} via {args.via}")
+                    runs.append(loop.run(user, strategy, seed))
+    finally:
+        loop.via.close()  # --via openai: the server stops
     seconds = sum(r["seconds"] for r in runs) if args.report else time.monotonic() - t0  # the runs' own time
     results = {"command": command, "git_rev": rev, "models": loop.identity, "seconds": seconds,
                "plain_ended": sum(a.ended for a in loop.plain),
-               "config": {"users": args.users, "strategies": args.strategies, "seeds": args.seeds,
+               "config": {"via": args.via, "users": args.users, "strategies": args.strategies, "seeds": args.seeds,
                           "checkpoints": sorted(set(args.checkpoints)), "held_out": args.held_out,
                           "max_tokens": args.max_tokens, "max_turns_factor": args.max_turns_factor,
                           "attributes": list(loop.attributes.ids), "beta": args.beta, "k": args.k,
