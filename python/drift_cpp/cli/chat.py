@@ -63,11 +63,16 @@ class _Learner:
         drift.history = question.history + [{"role": "assistant", "content": question.answers[1 if pick == 2 else 0]}]
         if pick is None:
             return drift
-        update = self.core.record(question, pick)
-        if update is None:
-            click.echo("(the two answers are the same: nothing to learn)")
-            return drift
-        return self.report_fit(drift, update, "learned")
+        if not self.core.save_pick(question, pick):
+            click.echo("(the two answers are the same, or were learned before: nothing to learn)")
+        else:  # scoring takes seconds: it runs while the user reads and types (catch_up reports it)
+            click.echo("(pick saved; learning it while you type)")
+        return drift
+
+    def catch_up(self, drift):
+        """Waits for the pick being learned, if any, and reports it."""
+        update = None if self.core is None else self.core.learned()
+        return drift if update is None else self.report_fit(drift, update, "learned")
 
     def undo(self, drift):
         return self.report_fit(drift, self.need().undo(), "undone")
@@ -136,6 +141,10 @@ def chat(ctx, learn, learn_include, questions, **options):
         if interactive:
             click.echo("> ", nl=False)
         raw = stdin.readline()
+        try:
+            drift = learner.catch_up(drift)  # the last pick, learned while this line was typed
+        except DriftError as e:
+            click.echo(f"error: {e}", err=True)
         if not raw:
             break
         n += 1

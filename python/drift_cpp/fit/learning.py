@@ -2,8 +2,9 @@
 
 A profile PATH.json keeps the pairs it learned from beside it, in PATH.pairs.jsonl, a pairs file
 like any other (`drift-cpp approximate` reads it). Only the new pairs are scored and the profile
-fitted again; a pair is written to the pairs file (atomically) only once it has been scored, so one
-that cannot be scored is refused and never blocks the next. Undo drops the last pair from both.
+fitted again; a pair is written to the pairs file (atomically) only once it is known to be scorable
+(add: scored; save: tokenized, to be learned by the next add), so one that cannot be scored is
+refused and never blocks the next. Undo drops the last pair from both.
 chat's /ab and --learn and the server's /v1/preferences both go through here.
 """
 
@@ -22,7 +23,7 @@ from ..errors import DriftError
 from ..fileio import check_output
 from ..params import MIN_PROFILE_PAIRS
 from ..preferences import PreferencePair, load_pairs, write_pairs
-from .profile import FitOptions, Profile
+from .profile import FitOptions, Profile, pair_requests
 from ..score.scorer import Scorer
 
 
@@ -102,6 +103,31 @@ def check(path: str | os.PathLike) -> tuple[Optional[Profile], list[PreferencePa
     return profile, load_pairs(store) if store.exists() else []
 
 
+def _fresh(old: Sequence[PreferencePair], pairs: Sequence[PreferencePair]) -> list[PreferencePair]:
+    """The pairs not among `old`, each once."""
+    seen, fresh = {p.id for p in old}, []
+    for p in pairs:
+        if p.id not in seen:
+            fresh.append(p)
+            seen.add(p.id)
+    return fresh
+
+
+def save(path: str | os.PathLike, pairs: Sequence[PreferencePair], scorer: Scorer, attributes: AttributeSet,
+         options: FitOptions = FitOptions()) -> int:
+    """add's first part, in milliseconds: the new pairs, once checked to be scorable (tokenized, not scored),
+    are written to the pairs file, so that a pick is kept whatever comes next. add(path, [], ...) then
+    learns them: it scores what the profile lacks. Returns how many pairs were new."""
+    profile, old = check(path)
+    fresh = _fresh(old, pairs)
+    if fresh:
+        attrs, o = (attributes, options) if profile is None else (profile.attributes, profile.options)
+        with scorer.truncating(o.max_response_tokens):
+            scorer.check(pair_requests(fresh, attrs.base, attrs.attributes)[0])
+        write_pairs(pairs_path(path), list(old) + fresh)
+    return len(fresh)
+
+
 def add(path: str | os.PathLike, pairs: Sequence[PreferencePair], scorer: Scorer, attributes: AttributeSet,
         options: FitOptions = FitOptions()) -> Update:
     """Adds the pairs not already in the pairs file to it and creates or updates the profile."""
@@ -117,23 +143,19 @@ def add_many(batches: Sequence[tuple[str | os.PathLike, Sequence[PreferencePair]
     """
     staged = [_stage(Path(path), pairs, scorer, attributes, options) for path, pairs in batches]
     for path, pairs, update in staged:
-        if update.changed:
+        if pairs is not None:
             write_pairs(pairs_path(path), pairs)
         update.profile.save(path)
     return [update for _, _, update in staged]
 
 
 def _stage(path: Path, pairs: Sequence[PreferencePair], scorer: Scorer, attributes: AttributeSet,
-           options: FitOptions) -> tuple[Path, list[PreferencePair], Update]:
-    """The profile updated in memory with the new pairs (scored), and the pairs file's new content."""
+           options: FitOptions) -> tuple[Path, Optional[list[PreferencePair]], Update]:
+    """The profile updated in memory with the pairs it lacks (scored: the new ones, and any the pairs file
+    holds that it has not learned yet), and the pairs file's new content (None: unchanged)."""
     profile, old = check(path)
-    seen = {p.id for p in old}
-    fresh = []
-    for p in pairs:
-        if p.id not in seen:
-            fresh.append(p)
-            seen.add(p.id)
-    before = top(profile)
+    fresh = _fresh(old, pairs)
+    before, n_before = top(profile), 0 if profile is None else profile.n_pairs
     if profile is None:
         if not old + fresh:
             raise DriftError(f"{path}: no pairs to create the profile from")
@@ -142,7 +164,7 @@ def _stage(path: Path, pairs: Sequence[PreferencePair], scorer: Scorer, attribut
         profile.check_updatable()
         with scorer.truncating(profile.options.max_response_tokens):  # rewards comparable with its own
             profile.update(old + fresh, scorer)
-    return path, old + fresh, Update(profile, len(fresh), before, top(profile))
+    return path, old + fresh if fresh else None, Update(profile, profile.n_pairs - n_before, before, top(profile))
 
 
 def undo(path: str | os.PathLike) -> Update:

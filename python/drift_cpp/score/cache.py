@@ -53,7 +53,9 @@ class ScoreCache:
                              "set DRIFT_CPP_CACHE to a writable directory or run with --no-cache")
         self._db = None
         with self._errors():
-            self._db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S)  # concurrent runs wait for each other's writes
+            # Concurrent runs wait for each other's writes. One thread at a time uses it, but not always the one
+            # that opened it: chat learns a pick in the background while the user types (steer/questions.Learner).
+            self._db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, check_same_thread=False)
             self._setup()
 
     def _setup(self) -> None:

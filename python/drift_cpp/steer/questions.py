@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -155,6 +156,11 @@ class Learner:
 
     `scorer` makes the scorer on first need (loading it costs seconds). The convergence record holds
     this session's picks only: a chat resumed on an old profile settles after SETTLE_PICKS new ones.
+
+    Scoring a pick takes seconds on a laptop (the sLM reads both answers under every attribute's
+    prompt), so chat records it in two steps: save_pick keeps it in the pairs file at once, and a
+    worker thread learns it while the person reads and types; learned() waits for that. Every other
+    call waits for it first, so the scorer and the files are only ever used by one thread at a time.
     """
 
     def __init__(self, target: Path, scorer: Callable[[], Scorer], attributes: AttributeSet,
@@ -163,6 +169,8 @@ class Learner:
         self.strategy = check_strategy(strategy)
         self._make_scorer, self._scorer = scorer, None
         self.changes: list[tuple[int, Optional[float]]] = []  # (pairs after the pick, change made by it)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="drift-cpp-learn")
+        self._pending: Optional[Future] = None
 
     @property
     def scorer(self) -> Scorer:
@@ -172,6 +180,7 @@ class Learner:
 
     def ready(self) -> Optional[Profile]:
         """The profile (None: not yet), once it, its pairs file and its folder can take a pick; loads the scorer."""
+        self.learned()
         profile, _ = learning.check(self.target)
         self.scorer
         return profile
@@ -182,16 +191,35 @@ class Learner:
 
     def record(self, question: Question, pick: int) -> Optional[learning.Update]:
         """The pick learned (None: the two answers were the same, nothing to learn)."""
+        self.learned()
         pair = question.pair(pick)
-        if pair is None:
-            return None
+        return None if pair is None else self._learn([pair])
+
+    def save_pick(self, question: Question, pick: int) -> bool:
+        """The pick kept in the pairs file now and learned in the background (False: the two answers were
+        the same, or the pair is known already: nothing to learn). learned() gives its Update."""
+        self.learned()
+        pair = question.pair(pick)
+        if pair is None or not learning.save(self.target, [pair], self.scorer, self.attributes, self.options):
+            return False
+        self._pending = self._worker.submit(self._learn, [])  # add() learns what the pairs file holds
+        return True
+
+    def learned(self) -> Optional[learning.Update]:
+        """Waits for the pick being learned in the background, if any, and gives its Update (or raises its
+        error: the pick stays in the pairs file, and the next pick's add learns it)."""
+        pending, self._pending = self._pending, None
+        return None if pending is None else pending.result()
+
+    def _learn(self, pairs: list[PreferencePair]) -> learning.Update:
         before = learning.load(self.target)
-        update = learning.add(self.target, [pair], self.scorer, self.attributes, self.options)
+        update = learning.add(self.target, pairs, self.scorer, self.attributes, self.options)
         if update.changed:
             self.changes.append((update.profile.n_pairs, learning.change(before, update.profile)))
         return update
 
     def undo(self) -> learning.Update:
+        self.learned()
         update = learning.undo(self.target)
         n = update.profile.n_pairs if update.profile else 0
         self.changes = [c for c in self.changes if c[0] <= n]
