@@ -316,8 +316,10 @@ class GenerationLog:
                 if hasattr(sampling, name) and getattr(sampling, name) != getattr(off, name)}
         return out
 
-    def generate(self, drift, prompt: str, sampling, fingerprint: str) -> tuple[Answer, Optional[int]]:
-        """(answer, tokens generated now, or None when it came from the log)."""
+    def generate(self, drift, prompt: str, sampling, fingerprint: str,
+                 only_logged: bool = False) -> tuple[Optional[Answer], Optional[int]]:
+        """(answer, tokens generated now, or None when it came from the log); only_logged: (None, None) for an
+        answer not in the log, rather than decoding it (today's decoding may not be the one logged)."""
         f = drift.formula
         bias = [f.eos, [list(w) for w in f.words]] if (f.eos or f.words) else None
         steers = bool(drift.active_weights or bias)
@@ -326,6 +328,8 @@ class GenerationLog:
                      self.extra(f, sampling) if steers else self.extra(None, sampling))
         if k in self.done:
             return self.answer(self.done[k]), None
+        if only_logged:
+            return None, None
         g = drift.generate(prompt, sampling)
         rec = {"key": k, "text": g.text, "finish_reason": g.finish_reason, "n_tokens": len(g.tokens),
                "seconds": g.seconds}

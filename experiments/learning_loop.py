@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Learning from picks, end to end (issue 25): simulated users drive chat's learning loop.
 
-A simulated user is a judge with a hidden preference (generation_judges.py's transparent judges, and
-`long`, the reverse of `short`). It chats through the code path of `drift-cpp chat --learn 1`:
+A simulated user is a judge with a hidden preference (generation_judges.py's transparent judges,
+`long`, the reverse of `short`, and the DSP personas of dsp_personas.py). It chats through the code path of `drift-cpp chat --learn 1`:
 steer/questions.Learner asks two answers to a prompt (by one of the question strategies), the user
 picks by its judge, skipping near-ties, and the Learner records the pick into a profile's pairs file
 (fit/learning.add) exactly as chat does. Each turn is a new one-turn conversation.
@@ -59,6 +59,8 @@ import numpy as np
 
 from drift_cpp.errors import DriftError
 from drift_cpp.fileio import atomic_write_text
+import dsp_personas
+from content_judges import content_summary
 from generation_judges import (HELD_OUT_PROMPTS, JUDGE_DESCRIPTIONS, JUDGES, SMOKE_ATTRIBUTES, TRAIN_PROMPTS,
                                Answer, GenerationLog, compare, mean_word_length, n_list_lines, n_words)
 from run_info import REPO, command_line, git_rev, log, run
@@ -70,8 +72,9 @@ def judge_long(a: Answer) -> float:
     return float(n_words(a.text)) if a.ended else math.inf
 
 
-USERS = {**JUDGES, "long": judge_long}
-USER_DESCRIPTIONS = {**JUDGE_DESCRIPTIONS, "long": "more words; a cut answer beats one that ended, two cut ones tie"}
+USERS = {**JUDGES, "long": judge_long, **dsp_personas.JUDGES}
+USER_DESCRIPTIONS = {**JUDGE_DESCRIPTIONS, "long": "more words; a cut answer beats one that ended, two cut ones tie",
+                     **dsp_personas.JUDGE_DESCRIPTIONS}
 # A near-tie is skipped, as a person would: two lengths within 10% (one e-fold is 100%), mean word
 # lengths within 0.1 letters, or the judge's own tie ('!' per sentence, list lines: equal counts).
 NEAR_LOG_LENGTH, NEAR_WORD_LENGTH = 0.1, 0.1
@@ -80,6 +83,8 @@ NEAR_LOG_LENGTH, NEAR_WORD_LENGTH = 0.1, 0.1
 def near_tie(user: str, a: Answer, b: Answer) -> bool:
     if not a.text.strip() or not b.text.strip() or compare(USERS[user], a, b) == 0.5:
         return True
+    if user in dsp_personas.JUDGES:
+        return dsp_personas.near_tie(user, a, b)
     if user in ("short", "long") and a.ended and b.ended:
         return abs(math.log1p(n_words(a.text)) - math.log1p(n_words(b.text))) < NEAR_LOG_LENGTH
     if user == "plain_words" and None not in (ma := mean_word_length(a.text), mb := mean_word_length(b.text)):
@@ -133,12 +138,13 @@ class InProcess:
         return Drift(self.loop.llm_name, self.loop.slm_name, profile=steering, beta=self.args.beta,
                      options=self.loop.options, compare=True)
 
-    def answers(self, profile, prompts: list[str], sampling) -> list[Answer]:
-        """Answers decoded by the profile (None: plain), each logged once in generations.jsonl."""
+    def answers(self, profile, prompts: list[str], sampling, only_logged: bool = False) -> list[Optional[Answer]]:
+        """Answers decoded by the profile (None: plain), each logged once in generations.jsonl
+        (only_logged: None for an answer not in the log, nothing decoded)."""
         from drift_cpp.steer.session import Drift
         drift = self.plain_session if profile is None else Drift(
             self.loop.llm_name, self.loop.slm_name, profile=profile, beta=self.args.beta, options=self.loop.options)
-        return [self.glog.generate(drift, q, sampling, self.loop.fingerprint)[0] for q in prompts]
+        return [self.glog.generate(drift, q, sampling, self.loop.fingerprint, only_logged)[0] for q in prompts]
 
     def start(self, name: str, where: Path, strategy: str) -> Path:
         """A new run's profile, at its path (the folder `where` is new)."""
@@ -301,11 +307,7 @@ class Loop:
 
     def evaluate(self, user: str, profile) -> dict:
         """The frozen profile's greedy answers on the held-out prompts against plain decoding's."""
-        from drift_cpp.fit import learning
-        if not learning.steers(profile):  # it decodes plain: the same answers, all ties
-            answers = self.plain
-        else:
-            answers = self.via.answers(profile, self.held_out, self.eval_sampling)
+        answers = self.held_out_answers(profile)
         outcomes = [compare(USERS[user], a, p) for a, p in zip(answers, self.plain)]
         c = None if profile is None else profile.choice
         return {"outcomes": outcomes, "win_rate": float(np.mean(outcomes)),
@@ -315,7 +317,34 @@ class Loop:
                 "length_weight": None if profile is None else profile.length_weight(),
                 "steering": [] if profile is None else [[a.id, w] for a, w in profile.decoding_weights()]
                 if profile.uses_attributes() else [],
-                "example": {"prompt": self.held_out[0], "answer": answers[0].text}}
+                "example": {"prompt": self.held_out[0], "answer": answers[0].text},
+                "content": self.content(answers)}
+
+    def held_out_answers(self, profile, only_logged: bool = False) -> list[Optional[Answer]]:
+        from drift_cpp.fit import learning
+        if not learning.steers(profile):  # it decodes plain: the same answers, all ties
+            return self.plain
+        if only_logged:  # fill_content's, --via python only
+            return self.via.answers(profile, self.held_out, self.eval_sampling, only_logged=True)
+        return self.via.answers(profile, self.held_out, self.eval_sampling)
+
+    def content(self, answers: list[Answer]) -> dict:
+        """Loops, echoes and empty answers (and facts, on prompts with required words): the steering checks' judges."""
+        return content_summary(self.held_out, [a.text for a in answers], [p.text for p in self.plain])
+
+    def fill_content(self, result: dict) -> None:
+        """The content judges for a run finished before they were recorded, from its frozen profiles' answers
+        in the generation log; a checkpoint whose answers are not there (decoded by an older decoding) stays
+        without, for decoding them today would judge other answers than the win rate did."""
+        from drift_cpp.fit.profile import Profile
+        if self.args.via != "python":
+            return
+        frozen = self.args.out / "runs" / run_name(result["user"], result["strategy"], result["seed"], self.args.via) / "frozen"
+        for k, c in result["checkpoints"].items():
+            if "content" not in c:
+                answers = self.held_out_answers(Profile.load(frozen / f"profile-{k}.json") if k != "0" else None, True)
+                if None not in answers:
+                    c["content"] = self.content(answers)
 
     def run(self, user: str, strategy: str, seed: int) -> dict:
         from drift_cpp.params import Sampling
@@ -400,7 +429,10 @@ def summarize(runs: list[dict], users, strategies, checkpoints) -> dict:
                 win = float(np.mean(np.concatenate(outcomes)))
                 rows[str(c)] = {"win_rate": win, "ci95": cluster_bootstrap(outcomes), "seeds": len(got),
                                 "cv_accuracy": float(np.mean(cv)) if cv else None,
-                                "gap": float(np.mean(cv)) - win if cv else None}
+                                "gap": float(np.mean(cv)) - win if cv else None,
+                                "answers": sum(len(o) for o in outcomes),
+                                **{f"degenerate_{w}": sum(g["content"][f"degenerate_{w}"] for g in got)
+                                   for w in ("steered", "plain") if all("content" in g for g in got)}}
             mine = [r for r in runs if r["user"] == u and r["strategy"] == s]
             if rows:
                 picks = [p for r in mine for p in r["picks"]]
@@ -450,8 +482,19 @@ def markdown(results: dict) -> str:
             cells.append("–" if r is None or r["cv_accuracy"] is None else
                          f"{r['cv_accuracy']:.2f} / {r['win_rate']:.2f} / {r['gap']:+.2f}")
         out.append(f"| {row['user']} | {row['strategy']} | " + " | ".join(cells) + " |")
+    out += ["", "Degenerate held-out answers (a loop, an echo of the prompt, or no words; content_judges.py), "
+            "personalized / plain, of all answers:", "",
+            "| user | strategy | " + " | ".join(f"{k} picks" for k in cps if k) + " |",
+            "|---|---|" + "---|" * len([k for k in cps if k])]
+    for row in table.values():
+        cells = []
+        for k in (k for k in cps if k):
+            r = row["checkpoints"].get(str(k))
+            cells.append("–" if r is None or "degenerate_steered" not in r else
+                         f"{r['degenerate_steered']} / {r['degenerate_plain']} of {r['answers']}")
+        out.append(f"| {row['user']} | {row['strategy']} | " + " | ".join(cells) + " |")
     if results.get("plot"):
-        out += ["", f"![learning curves]({results['plot']})"]
+        out += ["", f"![learning curves; below, how much each pick moved the profile]({results['plot']})"]
     out += ["", "Users: " + "; ".join(f"`{u}`: {USER_DESCRIPTIONS[u]}" for u in c["users"]) + "."]
     return "\n".join(out) + "\n"
 
@@ -468,7 +511,17 @@ def plot(results: dict, path: Path) -> bool:
         return False
     from drift_cpp.fileio import save_figure
     users = results["config"]["users"]
-    fig, axes = plt.subplots(1, len(users), figsize=(3.6 * len(users), 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(2, len(users), figsize=(3.6 * len(users), 6.4), squeeze=False, sharey="row")
+    colors = {s: f"C{i}" for i, s in enumerate(results["config"]["strategies"])}
+    for ax, u in zip(axes[1], users):  # each pick's change (fit/learning.change): the profile settling
+        for r in (r for r in results["runs"] if r["user"] == u):
+            xs = [i + 1 for i, p in enumerate(r["picks"]) if p["change"]]
+            ax.plot(xs, [p["change"] for p in r["picks"] if p["change"]], marker=".", color=colors[r["strategy"]],
+                    alpha=0.7, label=f"{r['strategy']} s{r['seed']}")
+        ax.set_yscale("log")
+        ax.set_xlabel("picks")
+    axes[1][0].set_ylabel("change made by the pick")
+    axes[1][-1].legend(fontsize=7)
     for ax, u in zip(axes[0], users):
         for j, row in enumerate(r for r in results["summary"].values() if r["user"] == u):
             ks = sorted(int(k) for k in row["checkpoints"])
@@ -478,7 +531,6 @@ def plot(results: dict, path: Path) -> bool:
             ax.errorbar([k + 0.3 * j for k in ks], ys, yerr=err, marker="o", capsize=3, label=row["strategy"])  # apart
         ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
         ax.set_title(u)
-        ax.set_xlabel("picks")
         ax.set_ylim(0, 1.05)
     axes[0][0].set_ylabel("win rate over plain (held-out)")
     axes[0][-1].legend(fontsize=8)
@@ -551,7 +603,9 @@ def main(argv=None) -> int:
                 for strategy in args.strategies:
                     done = args.out / "runs" / run_name(user, strategy, seed, args.via) / "result.json"
                     if args.report:
-                        runs += [json.loads(done.read_text("utf-8"))] if done.exists() else []
+                        if done.exists():
+                            runs.append(json.loads(done.read_text("utf-8")))
+                            loop.fill_content(runs[-1])
                         continue
                     log(f"run {user}/{strategy}/seed {seed} via {args.via}")
                     runs.append(loop.run(user, strategy, seed))

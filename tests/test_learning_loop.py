@@ -65,3 +65,11 @@ def test_a_profile_settles_after_three_small_changes_in_the_joint_model(tmp_path
     assert learner.settled() == 11 + SETTLE_PICKS - 1
     learner.changes.append((11 + SETTLE_PICKS, large))
     assert learner.settled() is None
+
+
+def test_a_dsp_persona_picks_by_its_judge_and_skips_its_near_ties():
+    poetic = learning_loop.Answer("Ah, dear friend, oh how the river sings into the night, and we find our way.")
+    corporate = learning_loop.Answer("Here's the plan: the team manager sets corporate goals, and success follows.")
+    assert learning_loop.pick("literature", poetic, corporate) == 1
+    assert learning_loop.pick("business", poetic, corporate) == 2
+    assert learning_loop.pick("literature", poetic, poetic) is None
