@@ -110,11 +110,15 @@ def judge_candidates(profile: Profile, candidates: Sequence[str], history: list[
         W, L = reward_features(scorer, pairs, attrs.base, attrs.attributes, o.normalize, columns)
     D, zeros, bows = np.nan_to_num(W - L, nan=0.0), np.zeros((len(pairs), W.shape[1])), pair_bows(pairs)
     if profile.choice is None:
-        family, m = ("attributes",), approximation.predict(profile.p, D, zeros)
+        m = approximation.predict(profile.p, D, zeros)
     else:
-        family, m = profile.choice.family, choice.margins(profile.choice.model, D, zeros, bows)
+        m = choice.margins(profile.choice.model, D, zeros, bows)
+    # What a pick teaches the model the profile is heading for (the joint one, from the texts), not only the one
+    # it decodes with now: under the attributes alone (its first picks) a length taste is invisible, and the
+    # questions chosen by them taught the fit nothing about length (docs/results.md, "Learning from picks").
+    taught = choice.parse_family(o.family) or (choice.JOINT if profile.bows is not None else ("attributes",))
     W_fit, L_fit = screening.impute(profile.W, profile.L)
-    info = choice.information(family, W_fit, L_fit, profile.bows, D, zeros, bows, o.l2)
+    info = choice.information(taught, W_fit, L_fit, profile.bows, D, zeros, bows, o.l2)
     return {ij: (float(x), float(i)) for ij, x, i in zip(distinct, m, info)}
 
 
