@@ -44,7 +44,8 @@ class _Learner:
         self.ctx, self.cfg, self.target = ctx, cfg, target
         attributes = attribute_set(None, include, None)  # checked now, used for a new profile
         self.core = None if target is None else Learner(
-            target, lambda: open_scorer(ctx, cfg.slm, open_cache(False)), attributes, questions)
+            # No progress bar: a pick is scored in the background, while the user types.
+            target, lambda: open_scorer(ctx, cfg.slm, open_cache(False), progress=None), attributes, questions)
         self._said = None  # the settling last announced
         if target is not None and not target.exists():
             click.echo(f"(new profile {target}: your picks create it; plain decoding until "

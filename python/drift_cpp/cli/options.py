@@ -36,9 +36,9 @@ def open_cache(no_cache):
     return None if no_cache else ScoreCache()
 
 
-def open_scorer(ctx, spec, cache, max_response_tokens=params.DEFAULT_MAX_RESPONSE_TOKENS):
+def open_scorer(ctx, spec, cache, max_response_tokens=params.DEFAULT_MAX_RESPONSE_TOKENS, progress=TokenProgress):
     from ..score.scorer import Scorer
-    return Scorer(open_model(ctx, spec), cache=cache, max_response_tokens=max_response_tokens, progress=TokenProgress)
+    return Scorer(open_model(ctx, spec), cache=cache, max_response_tokens=max_response_tokens, progress=progress)
 
 
 def checked(module, check):
