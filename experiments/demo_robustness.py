@@ -30,8 +30,7 @@ from pathlib import Path
 
 import content_judges as cj
 from drift_cpp.demo import DEMO_ATTRIBUTES, DEMO_BETA, DEMO_PAIRS, DEMO_PROMPTS, DEMO_TOP
-from drift_cpp.fileio import atomic_write_text
-from run_info import command_line, git_rev, log, run
+from run_info import command_line, git_rev, log, run, write_results
 
 TOP, BETA, MAX_TOKENS = DEMO_TOP, DEMO_BETA, 120  # the demo's
 
@@ -124,9 +123,7 @@ def main(argv=None) -> int:
     results = {"command": command, "git_rev": rev, "seconds": time.monotonic() - t0, "dry_multiplier": args.dry,
                "profile": [[a.id, w] for a, w in profile.decoding_weights(TOP + 1)], "plain": plain_texts,
                "summary": summary, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    atomic_write_text(args.out / "results.md", markdown(results))
+    write_results(args.out, results, markdown(results))
     for a, s in summary.items():
         print(f"alpha={a}: {s['hold']} / {s['answers']} answers hold; loops {s['loops']}, echoes {s['echoes']}, "
               f"no fact {s['no_fact']}")

@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 from drift_cpp.demo import DEMO_ATTRIBUTES, DEMO_PAIRS, DEMO_PROMPTS
-from drift_cpp.fileio import atomic_write_text
-from run_info import command_line, git_rev, log, run
+from run_info import command_line, git_rev, log, run, write_results
 
 METHODS = ("qp", "bt")   # the paper's closed form, and the default fit
 TOPS = (1, 3, 7)
@@ -91,9 +90,7 @@ def main(argv=None) -> int:
                              **measure(g.text, prompt, g.finish_reason != "length")})
             log(f"{method} top={top} beta={beta:g}: {[r['words'] for r in rows[-2:]]} words")
     results = {"command": command, "git_rev": rev, "seconds": time.monotonic() - t0, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    atomic_write_text(args.out / "results.md", markdown(results))
+    write_results(args.out, results, markdown(results))
     return 0
 
 

@@ -49,7 +49,7 @@ from drift_cpp.fit.approximation import bradley_terry_coefficients
 from drift_cpp.fit.features import term_counts, tfidf_fit, tfidf_transform
 from dsp_fewshot import CITATION, DEFAULT_DATA, PERSONAS, STYLES, load_dsp
 from generation_judges import Answer, compare, n_words
-from run_info import REPO, command_line, git_rev, log, run
+from run_info import REPO, command_line, git_rev, log, run, write_results
 
 WEIGHTS = Path(__file__).resolve().parent / "dsp_personas.json"
 MIN_DF = 10       # a lexicon word is in >= 10 of the ~1,000 training responses (1%)
@@ -241,11 +241,10 @@ def main(argv=None) -> int:
                "weights_data_sha256": json.loads(WEIGHTS.read_text("utf-8"))["data"]["sha256"],
                "lexicon": len(load()[0]), "citation": CITATION,
                "validation": validate(rows), "top_words": words}
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    atomic_write_text(args.out / "results.md", markdown(results))
+    report = markdown(results)
+    write_results(args.out, results, report)
     log(f"wrote {args.out / 'results.md'}")
-    print(markdown(results))
+    print(report)
     return 0
 
 

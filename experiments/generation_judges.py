@@ -62,10 +62,9 @@ from drift_cpp.fit import choice
 from drift_cpp.score.attributes import builtin_attributes
 from drift_cpp.demo import DEMO_ATTRIBUTES
 from drift_cpp.errors import DriftError
-from drift_cpp.fileio import atomic_write_text
 from drift_cpp.preferences import Message, PreferencePair
 from drift_cpp.progress import TokenProgress
-from run_info import REPO, command_line, git_rev, log, run
+from run_info import REPO, command_line, git_rev, log, run, write_results
 
 # ---------------------------------------------------------------------------- judges
 class Answer(NamedTuple):
@@ -732,8 +731,7 @@ def main(argv=None) -> int:
     img.mkdir(parents=True, exist_ok=True)
     if plot(results, img / PLOT):  # the link from results.md
         results["plot"] = (Path(os.path.relpath(img, out)) / PLOT).as_posix()
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    atomic_write_text(out / "results.md", markdown(results))
+    write_results(out, results, markdown(results))
     log(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {img / PLOT}" if results.get("plot") else ""))
     print(f"persona       pairs  win@β={MAIN_BETA:g}  negated")
     for name, r in personas.items():

@@ -63,7 +63,7 @@ import dsp_personas
 from content_judges import content_summary
 from generation_judges import (HELD_OUT_PROMPTS, JUDGE_DESCRIPTIONS, JUDGES, SMOKE_ATTRIBUTES, TRAIN_PROMPTS,
                                Answer, GenerationLog, compare, mean_word_length, n_list_lines, n_words)
-from run_info import REPO, command_line, git_rev, log, run
+from run_info import REPO, command_line, git_rev, log, run, write_results
 
 
 # ---------------------------------------------------------------------------- simulated users
@@ -451,6 +451,20 @@ def _cell(row: Optional[dict]) -> str:
     return f"{row['win_rate']:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+def _by_checkpoint(table: dict, cps, title: str, heading: str, cell) -> list[str]:
+    """A table of one cell per (user, strategy) and checkpoint after 0 picks; cell(row) None: "–"."""
+    ks = [k for k in cps if k]
+    out = ["", title, "", "| user | strategy | " + " | ".join(f"{k} {heading}" for k in ks) + " |",
+           "|---|---|" + "---|" * len(ks)]
+    for row in table.values():
+        cells = []
+        for k in ks:
+            r = row["checkpoints"].get(str(k))
+            cells.append((r is not None and cell(r)) or "–")
+        out.append(f"| {row['user']} | {row['strategy']} | " + " | ".join(cells) + " |")
+    return out
+
+
 def markdown(results: dict) -> str:
     c, table = results["config"], results["summary"]
     cps = c["checkpoints"]
@@ -471,28 +485,14 @@ def markdown(results: dict) -> str:
         out.append(f"| {row['user']} | {row['strategy']} | " + " | ".join(_cell(row["checkpoints"].get(str(k))) for k in cps)
                    + f" | {row['turns']} ({row['skipped']}) | {row['record_seconds_median'] or 0:.1f} | "
                    + ", ".join(str(s) if s else "–" for s in row["settled"]) + " |")
-    out += ["", "Transfer: the fit's cross-validated accuracy on its own picks beside the win rate of its answers "
-            "(gap = CV − win):", "",
-            "| user | strategy | " + " | ".join(f"{k} picks: CV / win / gap" for k in cps if k) + " |",
-            "|---|---|" + "---|" * len([k for k in cps if k])]
-    for row in table.values():
-        cells = []
-        for k in (k for k in cps if k):
-            r = row["checkpoints"].get(str(k))
-            cells.append("–" if r is None or r["cv_accuracy"] is None else
-                         f"{r['cv_accuracy']:.2f} / {r['win_rate']:.2f} / {r['gap']:+.2f}")
-        out.append(f"| {row['user']} | {row['strategy']} | " + " | ".join(cells) + " |")
-    out += ["", "Degenerate held-out answers (a loop, an echo of the prompt, or no words; content_judges.py), "
-            "personalized / plain, of all answers:", "",
-            "| user | strategy | " + " | ".join(f"{k} picks" for k in cps if k) + " |",
-            "|---|---|" + "---|" * len([k for k in cps if k])]
-    for row in table.values():
-        cells = []
-        for k in (k for k in cps if k):
-            r = row["checkpoints"].get(str(k))
-            cells.append("–" if r is None or "degenerate_steered" not in r else
-                         f"{r['degenerate_steered']} / {r['degenerate_plain']} of {r['answers']}")
-        out.append(f"| {row['user']} | {row['strategy']} | " + " | ".join(cells) + " |")
+    out += _by_checkpoint(table, cps, "Transfer: the fit's cross-validated accuracy on its own picks beside the win "
+                          "rate of its answers (gap = CV − win):", "picks: CV / win / gap",
+                          lambda r: None if r["cv_accuracy"] is None else
+                          f"{r['cv_accuracy']:.2f} / {r['win_rate']:.2f} / {r['gap']:+.2f}")
+    out += _by_checkpoint(table, cps, "Degenerate held-out answers (a loop, an echo of the prompt, or no words; "
+                          "content_judges.py), personalized / plain, of all answers:", "picks",
+                          lambda r: f"{r['degenerate_steered']} / {r['degenerate_plain']} of {r['answers']}"
+                          if "degenerate_steered" in r else None)
     if results.get("plot"):
         out += ["", f"![learning curves; below, how much each pick moved the profile]({results['plot']})"]
     out += ["", "Users: " + "; ".join(f"`{u}`: {USER_DESCRIPTIONS[u]}" for u in c["users"]) + "."]
@@ -623,10 +623,10 @@ def main(argv=None) -> int:
                "runs": runs}
     if plot(results, args.out / PLOT):
         results["plot"] = PLOT
-    atomic_write_text(args.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    atomic_write_text(args.out / "results.md", markdown(results))
+    report = markdown(results)
+    write_results(args.out, results, report)
     log(f"wrote {args.out / 'results.md'}")
-    print(markdown(results))
+    print(report)
     return 0
 
 

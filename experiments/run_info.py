@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from drift_cpp.errors import DriftError
+from drift_cpp.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 # The files that decide a result; results files under docs/ change during a run and don't count.
@@ -39,6 +41,13 @@ def git_rev() -> str:
 
 def command_line(script: str, argv: Optional[list]) -> str:
     return shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", script, *argv])
+
+
+def write_results(out: Path, results: dict, markdown: str) -> None:
+    """An experiment's results.json and results.md in `out`, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "results.md", markdown)
 
 
 def run(main: Callable[[], int]) -> None:
